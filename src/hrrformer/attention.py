@@ -1,0 +1,362 @@
+"""HRR self-attention (Hrrformer, Alam et al. 2023) and a softmax baseline behind one interface.
+
+Per head, with q, k, v of shape (T, d) and m_t = 1 for real tokens, 0 for padding::
+
+    β     = Σ_t m_t (k_t ⊛ v_t)              # one superposition of all key-value pairs (d,)
+    v̂_t   = q_t† ⊛ β                         # what query t retrieves                   (T, d)
+    a_t   = cos(v_t, v̂_t)                    # in [-1, 1]                               (T,)
+    w     = softmax_t(a), padded t → −∞      #                                          (T,)
+    out_t = w_t · v_t                        #                                          (T, d)
+
+With ``causal=True``, β_t = Σ_{s≤t} m_s (k_s ⊛ v_s) and w_t = exp(a_t) / Σ_{s≤t} m_s exp(a_s),
+so output t depends on no position after t.
+
+Because |a_t| ≤ 1, exp(a_t) lies in [1/e, e] and the softmax needs no max subtraction; a row
+whose positions are all padding returns zeros.
+
+Three exact formulations of the same numbers live here:
+
+* **circulant** (default without ``causal``): with M = Kᵀ·V (padded rows zeroed),
+  β[n] = Σ_m M[m, (n − m) mod d] and v̂ = Q·C, C[j, n] = β[(j + n) mod d]: two matrix
+  multiplies per head, no FFT. A custom autograd function with a hand-derived backward keeps
+  only q, k, v, C and four (B, h, T) vectors for the backward pass.
+* **fourier** (default with ``causal``, where β is a running sum): B_f = Σ_t m_t K_t V_t,
+  V̂_t = conj(Q_t) B, ⟨v_t, v̂_t⟩ and ‖v̂_t‖ by Parseval; three rffts and no inverse FFT.
+* **reference**: :func:`hrr_attention_reference`, the formula written plainly in the time
+  domain, which the tests hold the fast forms to.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import hrr
+
+__all__ = [
+    "HrrAttention",
+    "SoftmaxAttention",
+    "hrr_attention",
+    "hrr_attention_reference",
+    "softmax_attention",
+]
+
+Method = Literal["auto", "circulant", "fourier"]
+
+#: Cosine guard: ‖x‖_ε = sqrt(‖x‖² + ε²). Shared by every formulation so they agree exactly.
+COSINE_EPS = 1e-6
+
+
+# ----------------------------------------------------------------------------- validation
+def _check_attention_inputs(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None
+) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dim() != 4:
+            raise ValueError(f"{name} must have shape (B, h, T, d), got {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    if not (q.shape == k.shape == v.shape):
+        raise ValueError(
+            f"q, k, v must have the same shape, got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    if key_padding_mask is not None:
+        b, _, t, _ = q.shape
+        if key_padding_mask.dtype != torch.bool:
+            raise ValueError(
+                f"key_padding_mask must be a bool tensor (True = padding), got dtype {key_padding_mask.dtype}"
+            )
+        if tuple(key_padding_mask.shape) != (b, t):
+            raise ValueError(f"key_padding_mask must have shape (B, T) = {(b, t)}, got {tuple(key_padding_mask.shape)}")
+
+
+def _keep_weights(key_padding_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """(B, T) bool padding mask → (B, 1, T) float, 1 for real tokens, 0 for padding."""
+    if key_padding_mask is None:
+        return None
+    return (~key_padding_mask).to(dtype)[:, None, :]
+
+
+# ----------------------------------------------------------------------------- shared pieces
+def _cosine_softmax(a: torch.Tensor, keep: torch.Tensor | None, causal: bool) -> torch.Tensor:
+    """Softmax over time of cosine scores a (B, h, T), padding excluded, prefix-normalised if causal.
+
+    |a| ≤ 1, so exp(a) ≥ 1/e: a normaliser is either 0 (nothing real yet: the weights there are
+    0 too, and it is replaced by 1) or ≥ 1/e. No max is subtracted, since exp(a) ≤ e.
+    """
+    e = torch.exp(a)  # (B, h, T)
+    if keep is not None:
+        e = e * keep
+    denom = e.cumsum(-1) if causal else e.sum(-1, keepdim=True)
+    return e / denom.masked_fill(denom == 0, 1.0)
+
+
+def _wrapped_diagonal_sums(x: torch.Tensor) -> torch.Tensor:
+    """(…, d, d) → (…, d) with out[n] = Σ_m x[m, (n − m) mod d]."""
+    d = x.shape[-1]
+    ar = torch.arange(d, device=x.device)
+    idx = (ar[None, :] - ar[:, None]) % d  # idx[m, n] = (n − m) mod d
+    return x.gather(-1, idx.expand(x.shape)).sum(-2)
+
+
+def _hankel(beta: torch.Tensor) -> torch.Tensor:
+    """(…, d) → (…, d, d) with C[j, n] = β[(j + n) mod d]."""
+    d = beta.shape[-1]
+    ar = torch.arange(d, device=beta.device)
+    return beta[..., (ar[:, None] + ar[None, :]) % d]
+
+
+def _parseval_weights(d: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """c_f / d for f = 0 … d//2, so that ⟨x, y⟩ = Σ_f (c_f/d) Re(F(x)_f conj(F(y))_f)."""
+    c = torch.full((d // 2 + 1,), 2.0, device=device, dtype=dtype)
+    c[0] = 1.0
+    if d % 2 == 0:
+        c[-1] = 1.0
+    return c / d
+
+
+# ----------------------------------------------------------------------------- circulant form
+class _CirculantHrrAttention(torch.autograd.Function):
+    """Non-causal HRR attention by two matrix multiplies per head, with a hand-derived backward.
+
+    Forward:  M = (m⊙K)ᵀV, β = diagsum(M), C = hankel(β), V̂ = QC,
+              a = ⟨v, v̂⟩ r_v̂ r_v with r_x = (‖x‖² + ε²)^(-1/2), w = softmax(a), out = w v.
+    Backward (g = ∂L/∂out):
+              g_w = ⟨g, v⟩, g_a = w (g_w − Σ w g_w),
+              ∂L/∂v̂ = g_a (r_v̂ r_v v − a r_v̂² v̂),
+              ∂L/∂v = w g + g_a (r_v̂ r_v v̂ − a r_v² v) + (m⊙K) G,
+              ∂L/∂q = (∂L/∂v̂) Cᵀ,  ∂L/∂β = diagsum(Qᵀ ∂L/∂v̂),  G = hankel(∂L/∂β),
+              ∂L/∂k = m ⊙ (V Gᵀ).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, keep, eps: float):  # q, k, v (B, h, T, d); keep (B, 1, T) or None
+        km = k if keep is None else k * keep[..., None]  # (B, h, T, d)
+        circ = _hankel(_wrapped_diagonal_sums(km.transpose(-1, -2) @ v))  # (B, h, d, d)
+        vhat = q @ circ  # (B, h, T, d)
+        r_vhat = torch.rsqrt(vhat.square().sum(-1) + eps * eps)  # (B, h, T)
+        r_v = torch.rsqrt(v.square().sum(-1) + eps * eps)  # (B, h, T)
+        a = (vhat * v).sum(-1) * r_vhat * r_v  # (B, h, T)
+        w = _cosine_softmax(a, keep, causal=False)  # (B, h, T)
+        ctx.save_for_backward(q, k, v, keep, circ, a, w, r_vhat, r_v)
+        return w[..., None] * v  # (B, h, T, d)
+
+    @staticmethod
+    def backward(ctx, g_out):
+        q, k, v, keep, circ, a, w, r_vhat, r_v = ctx.saved_tensors
+        g_w = (g_out * v).sum(-1)  # (B, h, T)
+        g_a = w * (g_w - (w * g_w).sum(-1, keepdim=True))  # (B, h, T)
+        vhat = q @ circ  # (B, h, T, d) recomputed rather than stored
+        g_num = (g_a * r_vhat * r_v)[..., None]  # (B, h, T, 1)
+        g_vhat = g_num * v - (g_a * a * r_vhat.square())[..., None] * vhat  # (B, h, T, d)
+        g_v = w[..., None] * g_out + g_num * vhat - (g_a * a * r_v.square())[..., None] * v
+        g_q = g_vhat @ circ.transpose(-1, -2)  # (B, h, T, d)
+        g_mkv = _hankel(_wrapped_diagonal_sums(q.transpose(-1, -2) @ g_vhat))  # (B, h, d, d)
+        km = k if keep is None else k * keep[..., None]
+        g_v = g_v + km @ g_mkv
+        g_k = v @ g_mkv.transpose(-1, -2)
+        if keep is not None:
+            g_k = g_k * keep[..., None]
+        return g_q, g_k, g_v, None, None
+
+
+# ----------------------------------------------------------------------------- Fourier form
+def _fourier_scores(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None, causal: bool, eps: float
+) -> torch.Tensor:
+    """a_t = cos(v_t, q_t† ⊛ β_t) from three rffts and Parseval, no inverse FFT. → (B, h, T)."""
+    d = q.shape[-1]
+    qf, kf, vf = (torch.fft.rfft(x, dim=-1) for x in (q, k, v))  # (B, h, T, F), F = d//2 + 1
+    bound = kf * vf
+    if keep is not None:
+        bound = bound * keep[..., None]
+    beta = bound.cumsum(-2) if causal else bound.sum(-2, keepdim=True)  # (B, h, T or 1, F)
+    weight = _parseval_weights(d, q.device, q.dtype)  # (F,)
+    qv = qf * vf  # ⟨v, v̂⟩ = Σ_f c_f/d Re(conj(Q V) B)
+    num = (qv.real * beta.real + qv.imag * beta.imag) @ weight  # (B, h, T)
+    beta_abs2 = beta.real.square() + beta.imag.square()  # (B, h, T or 1, F)
+    vhat_norm2 = ((qf.real.square() + qf.imag.square()) * beta_abs2) @ weight  # ‖v̂‖² (B, h, T)
+    v_norm2 = v.square().sum(-1)
+    return num * torch.rsqrt(vhat_norm2 + eps * eps) * torch.rsqrt(v_norm2 + eps * eps)
+
+
+# ----------------------------------------------------------------------------- public functions
+def hrr_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding_mask: torch.Tensor | None = None,
+    causal: bool = False,
+    method: Method = "auto",
+) -> torch.Tensor:
+    """HRR attention with the calling convention of ``F.scaled_dot_product_attention``.
+
+    Args:
+        q, k, v: (B, h, T, d), any float dtype (half precision is computed in float32).
+        key_padding_mask: (B, T) bool, True = padding (PyTorch's meaning). Padding is excluded
+            from β and from the softmax, so padding a sequence changes no real output.
+        causal: β and the softmax normaliser run over positions ≤ t only.
+        method: ``"circulant"`` (matrix form, non-causal only), ``"fourier"`` (Parseval form),
+            or ``"auto"``: circulant unless causal.
+
+    Returns:
+        (B, h, T, d): ``w_t · v_t`` in the dtype of q.
+    """
+    _check_attention_inputs(q, k, v, key_padding_mask)
+    if method not in ("auto", "circulant", "fourier"):
+        raise ValueError(f"method must be 'auto', 'circulant' or 'fourier', got {method!r}")
+    if method == "circulant" and causal:
+        raise ValueError("method='circulant' has no causal form (β would be a running d×d sum); use 'fourier'")
+    dtype = hrr.compute_dtype(q.dtype)
+    q_, k_, v_ = q.to(dtype), k.to(dtype), v.to(dtype)
+    keep = _keep_weights(key_padding_mask, dtype)
+    if method == "fourier" or causal:
+        a = _fourier_scores(q_, k_, v_, keep, causal, COSINE_EPS)
+        out = _cosine_softmax(a, keep, causal)[..., None] * v_
+    else:
+        out = _CirculantHrrAttention.apply(q_, k_, v_, keep, COSINE_EPS)
+    return out.to(q.dtype)
+
+
+def hrr_attention_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding_mask: torch.Tensor | None = None,
+    causal: bool = False,
+) -> torch.Tensor:
+    """The formula of the paper written plainly, in the time domain. Slow; for tests.
+
+    bind each key-value pair, sum (or running-sum) them into β, unbind with each query's
+    flip-and-roll inverse, cosine against the value, softmax with padding at −∞ (causal: the
+    explicit T × T lower-triangular softmax, of which output t takes the diagonal entry).
+    """
+    _check_attention_inputs(q, k, v, key_padding_mask)
+    dtype = hrr.compute_dtype(q.dtype)
+    q_, k_, v_ = q.to(dtype), k.to(dtype), v.to(dtype)
+    b, _, t, _ = q.shape
+    pad = torch.zeros(b, t, dtype=torch.bool, device=q.device) if key_padding_mask is None else key_padding_mask
+    bound = hrr.bind(k_, v_).masked_fill(pad[:, None, :, None], 0.0)  # (B, h, T, d)
+    beta = bound.cumsum(-2) if causal else bound.sum(-2, keepdim=True)  # (B, h, T or 1, d)
+    vhat = hrr.bind(hrr.approx_inverse(q_), beta)  # (B, h, T, d)
+    a = hrr.cosine_similarity(v_, vhat, eps=COSINE_EPS)  # (B, h, T)
+    if causal:
+        allowed = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()  # [t, s]: s ≤ t
+        allowed = allowed[None, None] & ~pad[:, None, None, :]  # (B, 1, T, T)
+        scores = a[:, :, None, :].expand(-1, -1, t, -1)  # (B, h, T, T): row t holds a_s
+    else:
+        allowed = ~pad[:, None, None, :]  # (B, 1, 1, T)
+        scores = a[:, :, None, :]  # (B, h, 1, T)
+    nothing_allowed = ~allowed.any(-1, keepdim=True)
+    scores = scores.masked_fill(~allowed, float("-inf")).masked_fill(nothing_allowed, 0.0)
+    probs = scores.softmax(-1).masked_fill(~allowed, 0.0)
+    w = probs.diagonal(dim1=-2, dim2=-1) if causal else probs[:, :, 0, :]  # (B, h, T)
+    return (w[..., None] * v_).to(q.dtype)
+
+
+def softmax_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding_mask: torch.Tensor | None = None,
+    causal: bool = False,
+) -> torch.Tensor:
+    """Scaled dot-product attention with the same signature; fully padded rows return zeros."""
+    _check_attention_inputs(q, k, v, key_padding_mask)
+    if key_padding_mask is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    t = q.shape[-2]
+    allowed = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, T)
+    if causal:
+        allowed = allowed & torch.ones(t, t, dtype=torch.bool, device=q.device).tril()  # (B, 1, T, T)
+    nothing_allowed = ~allowed.any(-1, keepdim=True)  # (B, 1, T or 1, 1)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed | nothing_allowed)
+    return out.masked_fill(nothing_allowed, 0.0)
+
+
+# ----------------------------------------------------------------------------- modules
+class _MultiHeadAttention(nn.Module):
+    """Projections, head split and merge around an attention kernel (the one seam to swap)."""
+
+    def __init__(
+        self, embed_dim: int, num_heads: int, bias: bool = False, dropout: float = 0.0, causal: bool = False
+    ) -> None:
+        super().__init__()
+        if embed_dim <= 0 or num_heads <= 0:
+            raise ValueError(f"embed_dim and num_heads must be positive, got {embed_dim} and {num_heads}")
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+        self.embed_dim, self.num_heads, self.causal = embed_dim, num_heads, causal
+        self.head_dim = embed_dim // num_heads
+        self.qkv_proj = nn.Linear(embed_dim, 3 * embed_dim, bias=bias)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, T, E) → q, k, v, each (B, h, T, d)."""
+        b, t, _ = x.shape
+        qkv = self.qkv_proj(x).view(b, t, 3, self.num_heads, self.head_dim)  # (B, T, 3, h, d)
+        return qkv.permute(2, 0, 3, 1, 4).unbind(0)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, E), key_padding_mask (B, T) bool with True = padding → (B, T, E)."""
+        if x.dim() != 3 or x.shape[-1] != self.embed_dim:
+            raise ValueError(f"x must have shape (B, T, embed_dim={self.embed_dim}), got {tuple(x.shape)}")
+        if key_padding_mask is not None and (
+            key_padding_mask.dtype != torch.bool or tuple(key_padding_mask.shape) != tuple(x.shape[:2])
+        ):
+            raise ValueError(
+                f"key_padding_mask must be bool of shape (B, T) = {tuple(x.shape[:2])}, "
+                f"got {key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
+            )
+        b, t, e = x.shape
+        q, k, v = self.split_heads(x)
+        y = self.attend(q, k, v, key_padding_mask)  # (B, h, T, d)
+        y = y.transpose(1, 2).reshape(b, t, e)  # (B, T, E)
+        return self.out_proj(self.dropout(y))
+
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class HrrAttention(_MultiHeadAttention):
+    """Multi-head HRR self-attention, a drop-in for self-attention uses of ``nn.MultiheadAttention``.
+
+    ``forward(x, key_padding_mask=None)``: x (B, T, E) batch-first, key_padding_mask (B, T) bool
+    with True = padding → (B, T, E). Time O(T·d²) or O(T·d log d), memory O(T·d) per head.
+    ``projection=True`` applies π (unit-magnitude spectrum) to q and k before attending.
+    Dropout is applied to the merged heads before the output projection.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        bias: bool = False,
+        dropout: float = 0.0,
+        causal: bool = False,
+        projection: bool = False,
+        method: Method = "auto",
+    ) -> None:
+        super().__init__(embed_dim, num_heads, bias=bias, dropout=dropout, causal=causal)
+        self.projection, self.method = projection, method
+
+    def attend(self, q, k, v, key_padding_mask):
+        if self.projection:
+            q, k = hrr.projection(q), hrr.projection(k)
+        return hrr_attention(q, k, v, key_padding_mask, causal=self.causal, method=self.method)
+
+
+class SoftmaxAttention(_MultiHeadAttention):
+    """Softmax attention (``F.scaled_dot_product_attention``) with HrrAttention's interface.
+
+    Dropout, as in :class:`HrrAttention`, acts on the merged heads before the output projection.
+    """
+
+    def attend(self, q, k, v, key_padding_mask):
+        return softmax_attention(q, k, v, key_padding_mask, self.causal)

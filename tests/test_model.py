@@ -1,0 +1,127 @@
+"""Hrrformer models: padding invariance, causality, bad input, and a tiny model that learns."""
+
+import pytest
+import torch
+
+from hrrformer import Hrrformer, HrrformerConfig, HrrformerDualEncoder
+
+
+def tiny_config(**overrides) -> HrrformerConfig:
+    values = dict(vocab_size=20, max_len=64, dim=16, heads=2, layers=2, dropout=0.0)
+    values.update(overrides)
+    return HrrformerConfig(**values)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize("pos_embedding", ["learned", "sinusoidal"])
+@pytest.mark.parametrize("norm", ["pre", "post"])
+@pytest.mark.parametrize("attention", ["hrr", "softmax"])
+def test_logits_ignore_padding(pooling, pos_embedding, norm, attention):
+    torch.manual_seed(0)
+    model = Hrrformer(tiny_config(pooling=pooling, pos_embedding=pos_embedding, norm=norm, attention=attention))
+    model = model.double().eval()
+    tokens = torch.randint(1, 20, (3, 20))
+    padded = torch.cat([tokens, torch.zeros(3, 37, dtype=torch.long)], dim=1)
+    torch.testing.assert_close(model(padded), model(tokens), rtol=0, atol=1e-10)
+
+
+def test_causal_encoder_ignores_future_tokens():
+    torch.manual_seed(0)
+    model = Hrrformer(tiny_config(causal=True)).double().eval()
+    tokens = torch.randint(1, 20, (2, 30))
+    changed = tokens.clone()
+    changed[:, 18:] = torch.randint(1, 20, (2, 12))
+    for m in (model,):
+        a, _ = m.encoder.embed(tokens, tokens == 0)
+        b, _ = m.encoder.embed(changed, changed == 0)
+        for block in m.encoder.blocks:
+            a, b = block(a, tokens == 0), block(b, changed == 0)
+        torch.testing.assert_close(a[:, :18], b[:, :18], rtol=0, atol=0)
+
+
+def test_dual_encoder_shapes_and_symmetry_of_features():
+    torch.manual_seed(0)
+    model = HrrformerDualEncoder(tiny_config(num_classes=3)).eval()
+    a, b = torch.randint(1, 20, (4, 30)), torch.randint(1, 20, (4, 25))
+    assert model(a, b).shape == (4, 3)
+    padded_b = torch.cat([b, torch.zeros(4, 5, dtype=torch.long)], dim=1)
+    torch.testing.assert_close(model(a, padded_b), model(a, b), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "tokens,match",
+    [
+        (torch.full((2, 10), 20), "vocab_size=20"),
+        (torch.full((2, 10), -1), "vocab_size=20"),
+        (torch.ones(2, 65, dtype=torch.long), "max_len=64"),
+        (torch.ones(2, 10), "integer tensor"),
+        (torch.ones(10, dtype=torch.long), "integer tensor"),
+    ],
+)
+def test_bad_tokens_raise(tokens, match):
+    with pytest.raises(ValueError, match=match):
+        Hrrformer(tiny_config())(tokens)
+
+
+def test_bad_config_and_mask_raise():
+    with pytest.raises(ValueError, match="divisible"):
+        tiny_config(dim=18, heads=4)
+    with pytest.raises(ValueError, match="pooling"):
+        tiny_config(pooling="max")
+    with pytest.raises(ValueError, match="key_padding_mask"):
+        Hrrformer(tiny_config())(torch.ones(2, 10, dtype=torch.long), torch.zeros(2, 9, dtype=torch.bool))
+    with pytest.raises(ValueError, match="unknown HrrformerConfig keys"):
+        HrrformerConfig.from_dict({"dim": 8, "colour": "red"})
+
+
+def test_config_round_trips_through_dict():
+    config = tiny_config(pooling="cls")
+    assert HrrformerConfig.from_dict(config.to_dict()) == config
+
+
+def test_activation_checkpointing_gives_same_gradients():
+    torch.manual_seed(0)
+    model = Hrrformer(tiny_config())
+    ckpt = Hrrformer(tiny_config(activation_checkpointing=True))
+    ckpt.load_state_dict(model.state_dict())
+    tokens = torch.randint(0, 20, (2, 30))
+    for m in (model, ckpt):
+        m(tokens).sum().backward()
+    for (name, p), q in zip(model.named_parameters(), ckpt.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+def symbol_presence_batch(n: int, length: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Background tokens from {1..6}; label 1 iff symbol 7 appears (at 20 random places, 2%).
+
+    With a single planted 7 in 1,000 tokens, neither this model nor the softmax one learns in
+    a few seconds (measured: 49% after 150 steps for both); 20 scattered occurrences make the
+    answer depend on the whole sequence while staying learnable in a unit test's budget.
+    """
+    tokens = torch.randint(1, 7, (n, length), generator=generator)
+    labels = torch.randint(0, 2, (n,), generator=generator)
+    positives = labels.nonzero().squeeze(1)
+    for _ in range(20):
+        where = torch.randint(0, length, (len(positives),), generator=generator)
+        tokens[positives, where] = 7
+    return tokens, labels
+
+
+def test_tiny_hrrformer_learns_long_range_presence_task():
+    """'Does symbol 7 appear in these 1,000 tokens?' learned to ≥ 95% held-out accuracy."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    config = HrrformerConfig(vocab_size=8, max_len=1000, dim=32, heads=2, layers=1, dropout=0.0)
+    model = Hrrformer(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        tokens, labels = symbol_presence_batch(32, 1000, g)
+        loss = torch.nn.functional.cross_entropy(model(tokens), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        tokens, labels = symbol_presence_batch(512, 1000, g)
+        accuracy = (model(tokens).argmax(-1) == labels).float().mean().item()
+    assert accuracy >= 0.95, accuracy
