@@ -163,3 +163,17 @@ def test_module_compiles():
     mask[0, 8:] = True
     compiled = torch.compile(layer, backend="eager", fullgraph=False)
     torch.testing.assert_close(compiled(x, mask), layer(x, mask))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_weights_reproduce_the_output(causal):
+    from hrrformer.attention import hrr_attention_weights
+
+    q, k, v = random_qkv(3, 2, 15, 6)
+    mask = random_padding(3, 15, seed=2)
+    w = hrr_attention_weights(q, k, v, mask, causal)
+    torch.testing.assert_close(w[..., None] * v, hrr_attention(q, k, v, mask, causal), rtol=0, atol=1e-12)
+    assert torch.equal(w.masked_select(mask[:, None, :].expand_as(w)), torch.zeros(int(mask.sum()) * 2, dtype=w.dtype))
+    if not causal:
+        sums = w.sum(-1)
+        torch.testing.assert_close(sums, torch.ones_like(sums))

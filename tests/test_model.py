@@ -113,7 +113,7 @@ def test_tiny_hrrformer_learns_long_range_presence_task():
     g = torch.Generator().manual_seed(0)
     config = HrrformerConfig(vocab_size=8, max_len=1000, dim=32, heads=2, layers=1, dropout=0.0)
     model = Hrrformer(config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)  # 3e-3 learns too, but not from every seed
     for _ in range(150):
         tokens, labels = symbol_presence_batch(32, 1000, g)
         loss = torch.nn.functional.cross_entropy(model(tokens), labels)

@@ -41,6 +41,7 @@ __all__ = [
     "SoftmaxAttention",
     "hrr_attention",
     "hrr_attention_reference",
+    "hrr_attention_weights",
     "softmax_attention",
 ]
 
@@ -119,6 +120,16 @@ def _parseval_weights(d: int, device: torch.device, dtype: torch.dtype) -> torch
 
 
 # ----------------------------------------------------------------------------- circulant form
+def _rowdot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(…, T, d) · (…, T, d) → (…, T) without a (…, T, d) temporary (einsum lowers it to bmm)."""
+    return torch.einsum("...d,...d->...", x, y)
+
+
+def _inv_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """(‖x‖² + ε²)^(-1/2) over the last axis: (…, T, d) → (…, T)."""
+    return torch.rsqrt(torch.linalg.vector_norm(x, dim=-1).square_().add_(eps * eps))
+
+
 class _CirculantHrrAttention(torch.autograd.Function):
     """Non-causal HRR attention by two matrix multiplies per head, with a hand-derived backward.
 
@@ -130,6 +141,9 @@ class _CirculantHrrAttention(torch.autograd.Function):
               ∂L/∂v = w g + g_a (r_v̂ r_v v̂ − a r_v² v) + (m⊙K) G,
               ∂L/∂q = (∂L/∂v̂) Cᵀ,  ∂L/∂β = diagsum(Qᵀ ∂L/∂v̂),  G = hankel(∂L/∂β),
               ∂L/∂k = m ⊙ (V Gᵀ).
+    Only q, k, v, C and four (B, h, T) vectors are kept; V̂ is recomputed in backward (one
+    matrix multiply) instead of stored. Full-size temporaries are updated in place, since on
+    CPUs a fresh large tensor costs more in page faults than the arithmetic on it.
     """
 
     @staticmethod
@@ -137,9 +151,9 @@ class _CirculantHrrAttention(torch.autograd.Function):
         km = k if keep is None else k * keep[..., None]  # (B, h, T, d)
         circ = _hankel(_wrapped_diagonal_sums(km.transpose(-1, -2) @ v))  # (B, h, d, d)
         vhat = q @ circ  # (B, h, T, d)
-        r_vhat = torch.rsqrt(vhat.square().sum(-1) + eps * eps)  # (B, h, T)
-        r_v = torch.rsqrt(v.square().sum(-1) + eps * eps)  # (B, h, T)
-        a = (vhat * v).sum(-1) * r_vhat * r_v  # (B, h, T)
+        r_vhat, r_v = _inv_norm(vhat, eps), _inv_norm(v, eps)  # (B, h, T)
+        a = _rowdot(vhat, v) * r_vhat * r_v  # (B, h, T)
+        del vhat
         w = _cosine_softmax(a, keep, causal=False)  # (B, h, T)
         ctx.save_for_backward(q, k, v, keep, circ, a, w, r_vhat, r_v)
         return w[..., None] * v  # (B, h, T, d)
@@ -147,19 +161,20 @@ class _CirculantHrrAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_out):
         q, k, v, keep, circ, a, w, r_vhat, r_v = ctx.saved_tensors
-        g_w = (g_out * v).sum(-1)  # (B, h, T)
+        g_w = _rowdot(g_out, v)  # (B, h, T)
         g_a = w * (g_w - (w * g_w).sum(-1, keepdim=True))  # (B, h, T)
-        vhat = q @ circ  # (B, h, T, d) recomputed rather than stored
         g_num = (g_a * r_vhat * r_v)[..., None]  # (B, h, T, 1)
-        g_vhat = g_num * v - (g_a * a * r_vhat.square())[..., None] * vhat  # (B, h, T, d)
-        g_v = w[..., None] * g_out + g_num * vhat - (g_a * a * r_v.square())[..., None] * v
+        vhat = q @ circ  # (B, h, T, d) recomputed rather than stored
+        g_v = (w[..., None] * g_out).addcmul_(g_num, vhat).addcmul_((g_a * a * r_v.square())[..., None], v, value=-1)
+        g_vhat = vhat.mul_((g_a * a * r_vhat.square()).neg_()[..., None]).addcmul_(g_num, v)  # in place of vhat
         g_q = g_vhat @ circ.transpose(-1, -2)  # (B, h, T, d)
         g_mkv = _hankel(_wrapped_diagonal_sums(q.transpose(-1, -2) @ g_vhat))  # (B, h, d, d)
+        del g_vhat
         km = k if keep is None else k * keep[..., None]
-        g_v = g_v + km @ g_mkv
-        g_k = v @ g_mkv.transpose(-1, -2)
+        g_v += km @ g_mkv
+        g_k = v @ g_mkv.transpose(-1, -2)  # (B, h, T, d)
         if keep is not None:
-            g_k = g_k * keep[..., None]
+            g_k *= keep[..., None]
         return g_q, g_k, g_v, None, None
 
 
@@ -219,6 +234,23 @@ def hrr_attention(
     else:
         out = _CirculantHrrAttention.apply(q_, k_, v_, keep, COSINE_EPS)
     return out.to(q.dtype)
+
+
+@torch.no_grad()
+def hrr_attention_weights(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding_mask: torch.Tensor | None = None,
+    causal: bool = False,
+) -> torch.Tensor:
+    """The softmax weights w (B, h, T) of :func:`hrr_attention` (0 at padding; each row sums to 1
+    over real positions without ``causal``). For attention maps; no gradient."""
+    _check_attention_inputs(q, k, v, key_padding_mask)
+    dtype = hrr.compute_dtype(q.dtype)
+    keep = _keep_weights(key_padding_mask, dtype)
+    a = _fourier_scores(q.to(dtype), k.to(dtype), v.to(dtype), keep, causal, COSINE_EPS)
+    return _cosine_softmax(a, keep, causal)
 
 
 def hrr_attention_reference(
@@ -346,9 +378,14 @@ class HrrAttention(_MultiHeadAttention):
         super().__init__(embed_dim, num_heads, bias=bias, dropout=dropout, causal=causal)
         self.projection, self.method = projection, method
 
+    #: When True, each forward stores its attention weights w (B, h, T) in ``last_weights``.
+    record_weights: bool = False
+
     def attend(self, q, k, v, key_padding_mask):
         if self.projection:
             q, k = hrr.projection(q), hrr.projection(k)
+        if self.record_weights:
+            self.last_weights = hrr_attention_weights(q, k, v, key_padding_mask, self.causal)
         return hrr_attention(q, k, v, key_padding_mask, causal=self.causal, method=self.method)
 
 

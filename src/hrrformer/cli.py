@@ -6,9 +6,17 @@ import argparse
 import importlib
 import sys
 
+from .perf import keep_freed_memory
+
 #: subcommand → (module, one-line help). Each module defines add_arguments(parser) and run(args) -> int.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("hrrformer.train", "train a model on a task (no arguments: the ListOps demo)"),
+    "eval": ("hrrformer.evaluate", "evaluate a trained run on a data split"),
+    "predict": ("hrrformer.predict", "classify files with a trained run (text, binaries)"),
+    "plot": ("hrrformer.plot", "plot training curves of one or more runs"),
+    "data": ("hrrformer.data_cli", "generate ListOps / Pathfinder data, or inspect a data set"),
     "demo": ("hrrformer.demo", "run the HRR attention layer on a long random sequence"),
+    "bench": ("hrrformer.bench", "time and peak memory of attention methods against sequence length"),
 }
 
 
@@ -25,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     return int(args._run(args) or 0)
 
 

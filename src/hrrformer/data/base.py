@@ -1,0 +1,86 @@
+"""The one small interface every task shares: datasets of token sequences and a padding collate.
+
+An item is ``(tokens, label)`` for single-sequence tasks and ``((tokens_a, tokens_b), label)``
+for two-document tasks; tokens are 1-D integer tensors with 0 reserved for padding. The collate
+pads to the longest sequence in the batch and returns the padding mask (True = padding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ["PAD_ID", "DataError", "TaskData", "TokenDataset", "collate", "pad_sequences"]
+
+PAD_ID = 0
+
+
+class DataError(ValueError):
+    """Bad or missing input data. The message names the file (and line) and what was expected."""
+
+
+class TokenDataset(Dataset):
+    """In-memory token sequences with integer labels.
+
+    ``sequences[i]`` is a 1-D integer tensor (or a pair of them for two-document tasks),
+    ``labels[i]`` an int in [0, num_classes).
+    """
+
+    def __init__(self, sequences: Sequence, labels: Sequence[int]) -> None:
+        if len(sequences) != len(labels):
+            raise ValueError(f"{len(sequences)} sequences but {len(labels)} labels")
+        self.sequences, self.labels = sequences, list(labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        return self.sequences[index], self.labels[index]
+
+
+@dataclass
+class TaskData:
+    """A task's splits and the facts a model needs about them.
+
+    ``test`` is None where the data has no test split. ``skipped`` counts inputs dropped by
+    ``skip_bad`` (by reason), for reports.
+    """
+
+    name: str
+    train: Dataset
+    val: Dataset
+    test: Dataset | None
+    vocab_size: int
+    num_classes: int
+    max_len: int
+    pair: bool = False
+    class_names: list[str] | None = None
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def pad_sequences(sequences: Sequence[torch.Tensor], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """1-D integer tensors → tokens (B, L) padded with 0 and mask (B, L), True = padding."""
+    length = max((len(s) for s in sequences), default=0) if length is None else length
+    length = max(length, 1)
+    tokens = torch.zeros(len(sequences), length, dtype=torch.long)
+    for i, s in enumerate(sequences):
+        tokens[i, : len(s)] = torch.as_tensor(s[:length], dtype=torch.long)
+    lengths = torch.tensor([min(len(s), length) for s in sequences])
+    mask = torch.arange(length)[None, :] >= lengths[:, None]
+    return tokens, mask
+
+
+def collate(batch: Sequence[tuple]) -> dict[str, torch.Tensor]:
+    """List of items → {"tokens", "mask", "labels"} or, for pairs, {"tokens_a", "mask_a",
+    "tokens_b", "mask_b", "labels"}; tokens (B, L) long, masks (B, L) bool, labels (B,) long."""
+    sequences, labels = zip(*batch)
+    out: dict[str, torch.Tensor] = {"labels": torch.tensor(labels, dtype=torch.long)}
+    if isinstance(sequences[0], tuple | list):
+        out["tokens_a"], out["mask_a"] = pad_sequences([s[0] for s in sequences])
+        out["tokens_b"], out["mask_b"] = pad_sequences([s[1] for s in sequences])
+    else:
+        out["tokens"], out["mask"] = pad_sequences(sequences)
+    return out

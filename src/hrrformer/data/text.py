@@ -1,0 +1,114 @@
+"""IMDB byte-level sentiment (LRA Text) from ``aclImdb_v1.tar.gz``, any tar holding ``aclImdb/``, or the folder.
+
+Reviews are ``{train,test}/{pos,neg}/<id>_<rating>.txt`` (``train/unsup`` is ignored), read
+as raw UTF-8 bytes + 1 (0 = padding) and truncated to ``max_len`` (4,000). Labels: neg = 0,
+pos = 1. Validation is held out of train (stratified by ``seed``); test is the data's
+``test/`` split, or None when the data has only ``train/``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .base import DataError, TaskData, TokenDataset
+from .common import BYTE_VOCAB, BadInputs, Packed, check_options, decode_bytes, standard_splits
+from .files import iter_tree, single_root
+
+__all__ = ["CLASS_NAMES", "MAX_LEN", "AclImdb", "Review", "decode", "load", "read_aclimdb"]
+
+MAX_LEN = 4000
+CLASS_NAMES = ["neg", "pos"]
+EXPECTED = "aclImdb_v1.tar.gz, a tar holding aclImdb/, or an aclImdb folder with train/{pos,neg}/*.txt"
+decode = decode_bytes
+
+_REVIEW = re.compile(r"^(?P<root>(?:.+/)?)(?P<split>train|test)/(?P<polarity>pos|neg)/(?P<file>[^/]+\.txt)$")
+_URLS = re.compile(r"^(?P<root>(?:.+/)?)(?P<split>train|test)/urls_(?P<polarity>pos|neg)\.txt$")
+
+
+@dataclass(frozen=True)
+class Review:
+    """One review: its split (``train``/``test``), label (neg 0, pos 1), file name and text."""
+
+    split: str
+    label: int
+    file: str
+    text: bytes
+
+
+@dataclass
+class AclImdb:
+    """The reviews of an aclImdb tree (sorted by split, label, file) and its URL lists."""
+
+    root: str
+    reviews: list[Review]
+    urls: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+
+
+def read_aclimdb(path: str | Path, bad: BadInputs, *, max_bytes: int, with_urls: bool = False) -> AclImdb:
+    """Read an aclImdb tree (folder or tar) in one pass; empty reviews are reported to ``bad``.
+
+    ``urls`` maps (split, polarity) to the lines of ``{split}/urls_{polarity}.txt`` when
+    ``with_urls``. More than one aclImdb tree in ``path`` is a DataError.
+    """
+    roots, reviews, urls = set(), [], {}
+
+    def select(name: str) -> bool:
+        return bool(_REVIEW.match(name) or (with_urls and _URLS.match(name)))
+
+    def cap(name: str) -> int | None:
+        return max_bytes if _REVIEW.match(name) else None  # URL lists are read whole
+
+    for name, content in iter_tree(path, select, expected=EXPECTED, max_bytes=cap):
+        match = _REVIEW.match(name)
+        if match is None:
+            match = _URLS.match(name)
+            urls[match["split"], match["polarity"]] = content.decode("utf-8", errors="replace").splitlines()
+        elif not content.strip():
+            bad("empty document", f"{path}: {name} is empty")
+        else:
+            reviews.append(Review(match["split"], CLASS_NAMES.index(match["polarity"]), name, content))
+        roots.add(match["root"])
+    root = single_root(roots, path, "aclImdb")
+    reviews.sort(key=lambda r: (r.split, r.label, r.file))
+    return AclImdb(root=root, reviews=reviews, urls=urls)
+
+
+def load(
+    path: str | Path,
+    *,
+    max_len: int | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    skip_bad: bool = False,
+    limit: int | None = None,
+) -> TaskData:
+    """Load IMDB reviews from ``path``; ``limit`` keeps a seeded sample of each split."""
+    check_options(val_fraction=val_fraction, limit=limit)
+    max_len = max_len or MAX_LEN
+    bad = BadInputs(skip_bad)
+    reviews = read_aclimdb(path, bad, max_bytes=max_len).reviews
+    pools = {split: [r for r in reviews if r.split == split] for split in ("train", "test")}
+    if not pools["train"]:
+        raise DataError(f"{path}: no reviews in train/pos or train/neg (expected {EXPECTED})")
+    test_labels = [r.label for r in pools["test"]] if pools["test"] else None
+    chosen = standard_splits(
+        [r.label for r in pools["train"]], test_labels, seed=seed, val_fraction=val_fraction, limit=limit
+    )
+
+    def dataset(pool: list[Review], indices) -> TokenDataset:
+        picked = [pool[i] for i in indices]
+        return TokenDataset(Packed.from_bytes([r.text for r in picked]), [r.label for r in picked])
+
+    return TaskData(
+        name="text",
+        train=dataset(pools["train"], chosen["train"]),
+        val=dataset(pools["train"], chosen["val"]),
+        test=None if chosen["test"] is None else dataset(pools["test"], chosen["test"]),
+        vocab_size=BYTE_VOCAB,
+        num_classes=2,
+        max_len=max_len,
+        class_names=list(CLASS_NAMES),
+        skipped=bad.counts,
+    )

@@ -1,0 +1,104 @@
+"""Classify files with a trained run: ``hrrformer predict RUN_DIR FILE...`` (text and binaries tasks).
+
+Each file is read as bytes (gzip decompressed on the fly, never executed), cut to the run's
+``max_len`` as in training, and turned into tokens byte + 1. One line per file with the class
+probabilities; the output says when a file was truncated. Files are processed in batches, so
+memory stays bounded however many files are given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from .checkpoint import CheckpointError
+from .data.base import pad_sequences
+from .data.files import read_prefix
+from .train import load_run, resolve_device
+
+BYTE_TASKS = ("text", "binaries")
+
+
+def _read(path: str, max_len: int) -> tuple[torch.Tensor | None, bool, str | None]:
+    """(tokens, truncated, error) for one file."""
+    try:
+        data = read_prefix(path, max_len + 1)
+    except OSError as e:
+        return None, False, f"cannot read: {e.strerror or e}"
+    if len(data) == 0:
+        return None, False, "empty file"
+    return torch.from_numpy(data[:max_len].astype("int64")) + 1, len(data) > max_len, None
+
+
+def predict_files(
+    model: torch.nn.Module,
+    files: Sequence[str],
+    *,
+    max_len: int,
+    class_names: list[str],
+    batch_size: int,
+    device: torch.device,
+) -> Iterator[dict]:
+    """One result dict per file, in order: file, probabilities by class, prediction, truncated, or error."""
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
+        read = [_read(path, max_len) for path in chunk]
+        good = [i for i, (tokens, _, _) in enumerate(read) if tokens is not None]
+        probs = None
+        if good:
+            tokens, mask = pad_sequences([read[i][0] for i in good])
+            with torch.no_grad():
+                probs = model(tokens.to(device), mask.to(device)).float().softmax(-1).cpu()
+        row = {i: r for r, i in enumerate(good)}
+        for i, path in enumerate(chunk):
+            _, truncated, error = read[i]
+            if error is not None:
+                yield {"file": path, "error": error}
+                continue
+            p = probs[row[i]]
+            yield {
+                "file": path,
+                "prediction": class_names[int(p.argmax())],
+                "probabilities": {name: round(float(v), 6) for name, v in zip(class_names, p)},
+                "truncated": truncated,
+            }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a run directory written by `hrrformer train` (task text or binaries)")
+    parser.add_argument("files", nargs="+", help="files to classify")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    try:
+        config, model = load_run(args.run_dir, device)
+    except (ValueError, CheckpointError) as e:
+        print(f"hrrformer predict: {e}", file=sys.stderr)
+        return 1
+    if config.task not in BYTE_TASKS:
+        print(f"hrrformer predict: works for the tasks {BYTE_TASKS}; this run is {config.task!r}", file=sys.stderr)
+        return 1
+    max_len = config.model["max_len"]
+    class_names = config.class_names or [str(i) for i in range(config.model["num_classes"])]
+    failures = 0
+    for result in predict_files(
+        model, args.files, max_len=max_len, class_names=class_names, batch_size=args.batch_size, device=device
+    ):
+        failures += "error" in result
+        if args.json:
+            print(json.dumps(result))
+        elif "error" in result:
+            print(f"{result['file']}\terror: {result['error']}")
+        else:
+            probs = " ".join(f"{k}={v:.4f}" for k, v in result["probabilities"].items())
+            note = f"\t(truncated to the first {max_len:,} bytes)" if result["truncated"] else ""
+            print(f"{result['file']}\t{result['prediction']}\t{probs}{note}")
+    return 1 if failures else 0

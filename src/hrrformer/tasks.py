@@ -1,0 +1,278 @@
+"""Task name → data module and model presets (data, not code).
+
+Three presets per task:
+
+* ``paper``: the authors' settings (DESIGN.md §2: T, dim, heads, layers, batch per device; Adam
+  1e-3 with exponential decay 0.9 per epoch, 20 epochs, label smoothing 0.1, dropout 0.1). Their
+  MLP has dim // 2 hidden units in the LRA models and 512 in the malware model.
+* ``cpu``: the best accuracy measured on a 2-core machine within about 60 minutes of training.
+* ``demo``: a run of at most 5 minutes on that machine.
+
+Explicit command-line flags override any preset field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+__all__ = ["PRESET_NAMES", "TASKS", "Preset", "TaskSpec", "get_preset", "get_task"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Model shape and training budget. ``limit`` caps examples per split (None = all)."""
+
+    max_len: int
+    dim: int
+    heads: int
+    layers: int
+    mlp_dim: int
+    batch_size: int
+    epochs: int = 20
+    lr: float = 1e-3
+    pos_embedding: str = "learned"
+    pooling: str = "mean"
+    norm: str = "pre"
+    dropout: float = 0.1
+    limit: int | None = None
+    #: For generated tasks: how many examples to generate (train, val, test) when --data is omitted.
+    generate: tuple[int, int, int] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task: its data module name in ``hrrformer.data``, whether it has a generator, and presets."""
+
+    name: str
+    data_task: str
+    presets: dict[str, Preset]
+    generator: str | None = None
+    generator_options: tuple[tuple[str, Any], ...] = ()
+    description: str = ""
+
+
+PRESET_NAMES = ("paper", "cpu", "demo")
+
+_LISTOPS_STANDARD = (96_000, 2_000, 2_000)
+
+TASKS: dict[str, TaskSpec] = {
+    "listops": TaskSpec(
+        name="listops",
+        data_task="listops",
+        generator="listops",
+        description="ListOps-1000: nested MIN/MAX/MED/SM over digits, 10 classes",
+        presets={
+            "paper": Preset(
+                max_len=2000, dim=512, heads=8, layers=6, mlp_dim=256, batch_size=2, generate=_LISTOPS_STANDARD
+            ),
+            "cpu": Preset(
+                max_len=2000,
+                dim=128,
+                heads=4,
+                layers=1,
+                mlp_dim=256,
+                batch_size=32,
+                epochs=3,
+                generate=_LISTOPS_STANDARD,
+            ),
+            "demo": Preset(
+                max_len=2000,
+                dim=64,
+                heads=4,
+                layers=1,
+                mlp_dim=128,
+                batch_size=32,
+                epochs=2,
+                generate=(6_000, 500, 500),
+            ),
+        },
+    ),
+    "text": TaskSpec(
+        name="text",
+        data_task="text",
+        description="IMDB sentiment from UTF-8 bytes (LRA Text), 2 classes",
+        presets={
+            "paper": Preset(
+                max_len=4000, dim=512, heads=8, layers=6, mlp_dim=256, batch_size=2, pos_embedding="sinusoidal"
+            ),
+            "cpu": Preset(
+                max_len=4000,
+                dim=64,
+                heads=4,
+                layers=1,
+                mlp_dim=128,
+                batch_size=32,
+                epochs=5,
+                pos_embedding="sinusoidal",
+            ),
+            "demo": Preset(
+                max_len=1000,
+                dim=32,
+                heads=2,
+                layers=1,
+                mlp_dim=64,
+                batch_size=32,
+                epochs=1,
+                limit=2000,
+                pos_embedding="sinusoidal",
+            ),
+        },
+    ),
+    "retrieval": TaskSpec(
+        name="retrieval",
+        data_task="retrieval",
+        description="AAN citation pairs from bytes (LRA Retrieval), 2 classes, two documents",
+        presets={
+            "paper": Preset(
+                max_len=4000, dim=128, heads=4, layers=4, mlp_dim=64, batch_size=4, pos_embedding="sinusoidal"
+            ),
+            "cpu": Preset(
+                max_len=4000,
+                dim=64,
+                heads=4,
+                layers=1,
+                mlp_dim=128,
+                batch_size=16,
+                epochs=3,
+                pos_embedding="sinusoidal",
+            ),
+            "demo": Preset(
+                max_len=1000,
+                dim=32,
+                heads=2,
+                layers=1,
+                mlp_dim=64,
+                batch_size=16,
+                epochs=1,
+                limit=1000,
+                pos_embedding="sinusoidal",
+            ),
+        },
+    ),
+    "imdb-pairs": TaskSpec(
+        name="imdb-pairs",
+        data_task="imdb-pairs",
+        description="same movie? two IMDB reviews as bytes (a real retrieval task of AAN's shape)",
+        presets={
+            "paper": Preset(
+                max_len=4000, dim=128, heads=4, layers=4, mlp_dim=64, batch_size=4, pos_embedding="sinusoidal"
+            ),
+            "cpu": Preset(
+                max_len=4000,
+                dim=64,
+                heads=4,
+                layers=1,
+                mlp_dim=128,
+                batch_size=16,
+                epochs=3,
+                pos_embedding="sinusoidal",
+            ),
+            "demo": Preset(
+                max_len=1000,
+                dim=32,
+                heads=2,
+                layers=1,
+                mlp_dim=64,
+                batch_size=16,
+                epochs=1,
+                limit=1000,
+                pos_embedding="sinusoidal",
+            ),
+        },
+    ),
+    "image": TaskSpec(
+        name="image",
+        data_task="image",
+        description="CIFAR-10 in grayscale as 1,024 pixel tokens (LRA Image), 10 classes",
+        presets={
+            "paper": Preset(
+                max_len=1024, dim=256, heads=4, layers=3, mlp_dim=128, batch_size=2, pos_embedding="sinusoidal"
+            ),
+            "cpu": Preset(
+                max_len=1024,
+                dim=64,
+                heads=4,
+                layers=1,
+                mlp_dim=128,
+                batch_size=32,
+                epochs=5,
+                pos_embedding="sinusoidal",
+            ),
+            "demo": Preset(
+                max_len=1024,
+                dim=32,
+                heads=2,
+                layers=1,
+                mlp_dim=64,
+                batch_size=32,
+                epochs=1,
+                limit=5000,
+                pos_embedding="sinusoidal",
+            ),
+        },
+    ),
+    "pathfinder": TaskSpec(
+        name="pathfinder",
+        data_task="pathfinder",
+        generator="pathfinder",
+        generator_options=(("size", 32),),
+        description="Pathfinder 32×32: are the two markers joined by one dashed curve? 2 classes",
+        presets={
+            "paper": Preset(
+                max_len=1024, dim=1024, heads=8, layers=2, mlp_dim=512, batch_size=8, generate=(200_000, 0, 0)
+            ),
+            "cpu": Preset(
+                max_len=1024, dim=64, heads=4, layers=1, mlp_dim=128, batch_size=32, epochs=5, generate=(20_000, 0, 0)
+            ),
+            "demo": Preset(
+                max_len=1024, dim=32, heads=2, layers=1, mlp_dim=64, batch_size=32, epochs=1, generate=(3_000, 0, 0)
+            ),
+        },
+    ),
+    "pathx": TaskSpec(
+        name="pathx",
+        data_task="pathfinder",
+        generator="pathfinder",
+        generator_options=(("size", 128),),
+        description="Path-X 128×128 (16,384 pixels), 2 classes",
+        presets={
+            "paper": Preset(
+                max_len=16384, dim=1024, heads=8, layers=1, mlp_dim=512, batch_size=16, generate=(200_000, 0, 0)
+            ),
+            "cpu": Preset(
+                max_len=16384, dim=32, heads=2, layers=1, mlp_dim=64, batch_size=8, epochs=2, generate=(4_000, 0, 0)
+            ),
+            "demo": Preset(
+                max_len=16384, dim=32, heads=2, layers=1, mlp_dim=64, batch_size=4, epochs=1, generate=(400, 0, 0)
+            ),
+        },
+    ),
+    "binaries": TaskSpec(
+        name="binaries",
+        data_task="binaries",
+        description="raw executables as bytes (malware-style), classes from folders or a CSV",
+        presets={
+            "paper": Preset(max_len=16384, dim=256, heads=8, layers=1, mlp_dim=512, batch_size=4, pooling="cls"),
+            "cpu": Preset(max_len=16384, dim=64, heads=4, layers=1, mlp_dim=128, batch_size=8, epochs=5, pooling="cls"),
+            "demo": Preset(max_len=4096, dim=32, heads=2, layers=1, mlp_dim=64, batch_size=8, epochs=2, pooling="cls"),
+        },
+    ),
+}
+
+
+def get_task(name: str) -> TaskSpec:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def get_preset(task: str, preset: str, **overrides: Any) -> Preset:
+    """The preset with explicit overrides (None values are ignored)."""
+    spec = get_task(task)
+    if preset not in spec.presets:
+        raise ValueError(f"unknown preset {preset!r} for task {task!r}; valid presets: {', '.join(spec.presets)}")
+    return replace(spec.presets[preset], **{k: v for k, v in overrides.items() if v is not None})

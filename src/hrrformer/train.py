@@ -1,0 +1,639 @@
+"""Train an Hrrformer (or its softmax twin) on a task: ``hrrformer train``.
+
+Adam with the authors' exponential decay (lr · 0.9^(step / steps per epoch), floored at 1e-5),
+label smoothing 0.1, dropout 0.1, gradient clipping at norm 1. Model, optimiser, scheduler and
+RNG states are checkpointed every epoch (and every ``--save-every`` steps), atomically;
+``--resume`` continues exactly where the last checkpoint left off. Under ``torchrun`` the same
+code trains with DistributedDataParallel; rank 0 alone writes logs and checkpoints.
+
+Outputs in RUN_DIR: ``config.json``, ``metrics.jsonl`` (one JSON line per logging step and per
+epoch), ``summary.json``, ``checkpoints/``, and ``model.safetensors`` (final weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from .checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    latest_checkpoint,
+    load_checkpoint,
+    load_model_state,
+    save_checkpoint,
+)
+from .data.base import TaskData, collate
+from .distributed import DistInfo, all_reduce_sum, barrier, setup_distributed, teardown_distributed
+from .model import Hrrformer, HrrformerConfig, HrrformerDualEncoder
+from .tasks import PRESET_NAMES, TASKS, Preset, get_preset, get_task
+
+__all__ = ["TrainConfig", "TrainingDiverged", "build_model", "evaluate", "load_run", "train"]
+
+#: Keys of config.json that may change on --resume (the budget and the machine, not the model or data).
+RESUMABLE_CHANGES = {"epochs", "device", "workers", "log_every", "save_every", "progress", "data"}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; written to RUN_DIR/config.json."""
+
+    task: str = "listops"
+    preset: str = "demo"
+    data: str | None = None
+    attention: str = "hrr"
+    model: dict[str, Any] = field(default_factory=dict)
+    pair: bool = False
+    class_names: list[str] | None = None
+    batch_size: int = 32
+    epochs: int = 2
+    lr: float = 1e-3
+    lr_decay: float = 0.9
+    min_lr: float = 1e-5
+    label_smoothing: float = 0.1
+    grad_clip: float = 1.0
+    limit: int | None = None
+    seed: int = 0
+    amp: str = "none"
+    device: str = "auto"
+    compile: bool = False
+    workers: int = 0
+    log_every: int = 10
+    save_every: int = 0
+    world_size: int = 1
+    progress: bool = True
+
+
+# ----------------------------------------------------------------------------- building blocks
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+def build_model(config: TrainConfig) -> nn.Module:
+    model_config = HrrformerConfig.from_dict(config.model)
+    return HrrformerDualEncoder(model_config) if config.pair else Hrrformer(model_config)
+
+
+def forward_batch(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Logits (B, C) for a collated batch of either kind."""
+    if "tokens" in batch:
+        return model(batch["tokens"].to(device), batch["mask"].to(device))
+    return model(
+        batch["tokens_a"].to(device),
+        batch["tokens_b"].to(device),
+        batch["mask_a"].to(device),
+        batch["mask_b"].to(device),
+    )
+
+
+def autocast(device: torch.device, amp: str):
+    if amp == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("HRRFORMER_CACHE", Path.home() / ".cache" / "hrrformer"))
+
+
+def generated_data_dir(task: str, preset: Preset, seed: int) -> Path:
+    """Generate the task's standard data set into the cache once (atomically), and return its path."""
+    spec = get_task(task)
+    options = dict(spec.generator_options)
+    n_train, n_val, n_test = preset.generate
+    if spec.generator == "listops":
+        from .data.listops_gen import generate_listops
+
+        target = default_cache_dir() / f"listops-{n_train}-{n_val}-{n_test}-seed{seed}"
+        make = lambda out: generate_listops(out, train=n_train, val=n_val, test=n_test, seed=seed)  # noqa: E731
+    else:
+        from .data.pathfinder_gen import generate_pathfinder
+
+        size = options.get("size", 32)
+        target = default_cache_dir() / f"pathfinder{size}-{n_train}-seed{seed}"
+        make = lambda out: generate_pathfinder(out, size=size, n=n_train, seed=seed)  # noqa: E731
+    if (target / ".complete").exists():
+        return target
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    print(f"generating {task} data into {target} (once; reused afterwards)", file=sys.stderr)
+    make(tmp)
+    (tmp / ".complete").write_text("")
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
+
+
+def load_data(config: TrainConfig, info: DistInfo, data_path: str | None = None) -> TaskData:
+    """The task's data from ``data_path`` (or config.data; generated into the cache when absent)."""
+    from .data import load_task
+
+    spec = get_task(config.task)
+    path = data_path or config.data
+    if path is None:
+        if spec.generator is None:
+            raise ValueError(f"--data is required for task {config.task!r} (it has no generator)")
+        preset = get_preset(config.task, config.preset)
+        if info.is_main:
+            path = str(generated_data_dir(config.task, preset, 0))
+        barrier(info)
+        path = str(generated_data_dir(config.task, preset, 0))
+    config.data = path
+    max_len = config.model.get("max_len")
+    return load_task(spec.data_task, path, max_len=max_len, seed=config.seed, limit=config.limit)
+
+
+def _lr_factor(config: TrainConfig, steps_per_epoch: int):
+    floor = config.min_lr / config.lr
+
+    def factor(step: int) -> float:
+        return max(config.lr_decay ** (step / steps_per_epoch), floor)
+
+    return factor
+
+
+def _epoch_batches(sampler: DistributedSampler, batch_size: int, epoch: int, skip: int) -> list[list[int]]:
+    """This rank's batches of indices for ``epoch``, less the first ``skip`` (already trained)."""
+    sampler.set_epoch(epoch)
+    indices = list(sampler)
+    batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    return batches[skip:]
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    device: torch.device,
+    num_classes: int,
+    info: DistInfo | None = None,
+    amp: str = "none",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Accuracy, mean loss, example count and confusion matrix (rows = true class), over all ranks."""
+    info = info or DistInfo()
+    was_training = model.training
+    model.eval()
+    indices = list(range(info.rank, len(dataset), info.world_size))
+    batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate, generator=torch.Generator())
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    for batch in tqdm(loader, desc="eval", leave=False, disable=not (progress and info.is_main)):
+        with autocast(device, amp):
+            logits = forward_batch(model, batch, device).float()
+        labels = batch["labels"].to(device)
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum").double().cpu()
+        pred = logits.argmax(-1).cpu()
+        confusion.index_put_((batch["labels"], pred), torch.ones(len(pred), dtype=torch.float64), accumulate=True)
+    all_reduce_sum(confusion, info)
+    all_reduce_sum(loss_sum, info)
+    model.train(was_training)
+    n = int(confusion.sum())
+    return {
+        "accuracy": float(confusion.diagonal().sum() / n) if n else None,
+        "loss": float(loss_sum / n) if n else None,
+        "examples": n,
+        "confusion_matrix": confusion.long().tolist(),
+    }
+
+
+class MetricsLog:
+    """Append-only JSON lines, written by rank 0 only."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path, self.enabled = path, enabled
+
+    def truncate_after(self, step: int) -> None:
+        """Drop lines logged after ``step`` (work a resumed run will redo)."""
+        if not (self.enabled and self.path.exists()):
+            return
+        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    keys = sorted((set(saved) | set(current)) - RESUMABLE_CHANGES)
+    return [f"{k}: {saved.get(k)!r} → {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
+
+
+def prepare_run_dir(run_dir: Path, config: TrainConfig, *, resume: bool, overwrite: bool, info: DistInfo) -> None:
+    """Refuse to mix runs: an existing run needs --resume (same config) or --overwrite."""
+    config_path = run_dir / "config.json"
+    if info.is_main and overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
+    barrier(info)
+    if config_path.exists() and not resume:
+        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
+    if resume and config_path.exists():
+        saved = json.loads(config_path.read_text())
+        differences = _config_differences(saved, asdict(config))
+        if differences:
+            raise ValueError(
+                f"--resume: {config_path} is from another config; differing keys: {'; '.join(differences)}"
+            )
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(config_path, json.dumps(asdict(config), indent=2) + "\n")
+    barrier(info)
+
+
+# ----------------------------------------------------------------------------- the loop
+def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Train according to ``config`` into ``run_dir``; returns the summary (also in summary.json)."""
+    run_dir = Path(run_dir)
+    device = resolve_device(config.device)
+    info = setup_distributed(device)
+    if device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    config.world_size = info.world_size
+    if (run_dir / "config.json").exists() and not (resume or overwrite):
+        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
+    data = load_data(config, info)
+    config.model.update(vocab_size=data.vocab_size, num_classes=data.num_classes)
+    config.pair, config.class_names = data.pair, data.class_names
+    prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite, info=info)
+
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    model = build_model(config).to(device)
+    params = sum(p.numel() for p in model.parameters())
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    sampler = DistributedSampler(
+        data.train, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed
+    )
+    steps_per_epoch = math.ceil(len(sampler) / config.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config, steps_per_epoch))
+    metrics = MetricsLog(run_dir / "metrics.jsonl", info.is_main)
+
+    step, start_epoch, skip, resumed_sums = 0, 0, 0, None
+    history: list[dict[str, Any]] = []
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    if checkpoint is not None:
+        weights, state = load_checkpoint(checkpoint)
+        load_model_state(model, weights, checkpoint)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        step, start_epoch, skip, history = state["step"], state["epoch"], state["batches_done"], state["history"]
+        resumed_sums = state["epoch_sums"] if skip else None
+        metrics.truncate_after(step)
+        if info.is_main:
+            print(f"resumed from {checkpoint} (epoch {start_epoch}, step {step})", file=sys.stderr)
+    elif resume and info.is_main:
+        print(f"--resume: no checkpoint in {run_dir}; starting from scratch", file=sys.stderr)
+
+    train_model: nn.Module = model
+    if info.enabled:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if config.compile:
+        train_model = torch.compile(train_model)
+
+    def save(epoch: int, batches_done: int, epoch_sums: torch.Tensor | None = None) -> None:
+        if info.is_main:
+            state = {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(),
+                "step": step,
+                "epoch": epoch,
+                "batches_done": batches_done,
+                "epoch_sums": epoch_sums,
+                "history": history,
+            }
+            save_checkpoint(run_dir, model.state_dict(), state, step=step)
+        barrier(info)
+
+    if info.is_main:
+        print(
+            f"{config.task} [{config.preset}] {config.attention}: {params:,} parameters, "
+            f"{len(data.train):,} train / {len(data.val):,} val / {len(data.test) if data.test else 0:,} test examples, "
+            f"global batch {config.batch_size * info.world_size} ({info.world_size} process(es) × {config.batch_size}), "
+            f"device {device}",
+            file=sys.stderr,
+        )
+    train_start = time.perf_counter()
+    train_seconds = sum(h["seconds"] for h in history)
+    examples_seen = sum(h["examples"] for h in history)
+    model.train()
+    for epoch in range(start_epoch, config.epochs):
+        batches = _epoch_batches(sampler, config.batch_size, epoch, skip)
+        done_before = skip
+        skip = 0
+        # A private generator: creating a loader must not draw from the global RNG (dropout's).
+        loader = DataLoader(
+            data.train,
+            batch_sampler=batches,
+            collate_fn=collate,
+            num_workers=config.workers,
+            generator=torch.Generator(),
+        )
+        epoch_start = time.perf_counter()
+        sums = resumed_sums if resumed_sums is not None else torch.zeros(3, dtype=torch.float64)  # loss·n, correct, n
+        resumed_sums = None
+        bar = tqdm(
+            total=steps_per_epoch,
+            initial=done_before,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            disable=not (config.progress and info.is_main),
+            dynamic_ncols=True,
+        )
+        for i, batch in enumerate(loader, start=done_before + 1):
+            with autocast(device, config.amp):
+                logits = forward_batch(train_model, batch, device).float()
+            labels = batch["labels"].to(device)
+            loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+            if not torch.isfinite(loss):
+                last = latest_checkpoint(run_dir)
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} at step {step + 1} (epoch {epoch + 1}); "
+                    f"last good checkpoint: {last if last else 'none'}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            n = len(labels)
+            correct = (logits.argmax(-1) == labels).sum().item()
+            sums += torch.tensor([loss.item() * n, correct, n], dtype=torch.float64)
+            elapsed = time.perf_counter() - epoch_start
+            rate = (sums[2].item() * info.world_size) / max(elapsed, 1e-9)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{sums[1].item() / sums[2].item():.3f}", ex_s=f"{rate:.1f}")
+            if config.log_every and step % config.log_every == 0:
+                step_stats = all_reduce_sum(torch.tensor([loss.item() * n, correct, n], dtype=torch.float64), info)
+                metrics.write(
+                    {
+                        "type": "train",
+                        "step": step,
+                        "epoch": epoch + (i / steps_per_epoch),
+                        "loss": step_stats[0].item() / step_stats[2].item(),
+                        "accuracy": step_stats[1].item() / step_stats[2].item(),
+                        "lr": scheduler.get_last_lr()[0],
+                        "examples_per_second": rate,
+                    }
+                )
+            if config.save_every and step % config.save_every == 0 and i < steps_per_epoch:
+                save(epoch, i, sums)
+        bar.close()
+        epoch_seconds = time.perf_counter() - epoch_start
+        totals = all_reduce_sum(sums.clone(), info)
+        val = evaluate(
+            model,
+            data.val,
+            batch_size=config.batch_size,
+            device=device,
+            num_classes=data.num_classes,
+            info=info,
+            amp=config.amp,
+        )
+        record = {
+            "type": "epoch",
+            "step": step,
+            "epoch": epoch + 1,
+            "train_loss": totals[0].item() / max(totals[2].item(), 1),
+            "train_accuracy": totals[1].item() / max(totals[2].item(), 1),
+            "val_loss": val["loss"],
+            "val_accuracy": val["accuracy"],
+            "seconds": epoch_seconds,
+            "examples": int(totals[2].item()),
+            "examples_per_second": totals[2].item() / max(epoch_seconds, 1e-9),
+        }
+        history.append(record)
+        metrics.write(record)
+        if info.is_main:
+            print(
+                f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f} | "
+                f"val acc {val['accuracy']:.4f} | {epoch_seconds:.0f} s, {record['examples_per_second']:.1f} ex/s",
+                file=sys.stderr,
+            )
+        train_seconds += epoch_seconds
+        examples_seen += record["examples"]
+        save(epoch + 1, 0)
+
+    test = None
+    if data.test is not None and len(data.test):
+        test = evaluate(
+            model,
+            data.test,
+            batch_size=config.batch_size,
+            device=device,
+            num_classes=data.num_classes,
+            info=info,
+            amp=config.amp,
+        )
+    summary = {
+        "task": config.task,
+        "preset": config.preset,
+        "attention": config.attention,
+        "params": params,
+        "epochs": len(history),
+        "train_seconds": train_seconds,
+        "wall_seconds_this_process": time.perf_counter() - train_start,
+        "examples_per_second": examples_seen / max(train_seconds, 1e-9),
+        "val_accuracy": history[-1]["val_accuracy"] if history else None,
+        "best_val_accuracy": max((h["val_accuracy"] for h in history), default=None),
+        "test_accuracy": test["accuracy"] if test else None,
+        "test_examples": test["examples"] if test else 0,
+        "train_examples": len(data.train),
+        "val_examples": len(data.val),
+        "world_size": info.world_size,
+        "device": str(device),
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+    if info.is_main:
+        from safetensors.torch import save_file
+
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(run_dir / ".model.tmp")
+        )
+        os.replace(run_dir / ".model.tmp", run_dir / "model.safetensors")
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    barrier(info)
+    return summary
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ----------------------------------------------------------------------------- loading a finished run
+def load_run(run_dir: str | Path, device: torch.device | None = None) -> tuple[TrainConfig, nn.Module]:
+    """A run's config and model with its final (or latest checkpointed) weights, in eval mode."""
+    from .checkpoint import load_weights
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise ValueError(f"{run_dir}: not a run directory (no config.json)")
+    config = TrainConfig(**json.loads(config_path.read_text()))
+    model = build_model(config)
+    final = run_dir / "model.safetensors"
+    source = final if final.exists() else latest_checkpoint(run_dir)
+    if source is None:
+        raise CheckpointError(f"{run_dir}: no model.safetensors and no checkpoint")
+    load_model_state(model, load_weights(source), source)
+    return config, model.to(device or torch.device("cpu")).eval()
+
+
+# ----------------------------------------------------------------------------- command line
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", default="listops", help=f"one of: {', '.join(TASKS)} (default listops)")
+    parser.add_argument("--data", help="data path in the task's official format (generated tasks: omit to generate)")
+    parser.add_argument("--out", help="run directory (default runs/<task>-<preset>-<attention>-<time>)")
+    parser.add_argument("--preset", default="demo", help=f"one of: {', '.join(PRESET_NAMES)} (default demo)")
+    parser.add_argument("--attention", default="hrr", choices=["hrr", "softmax"])
+    for flag, kind in (("--layers", int), ("--dim", int), ("--heads", int), ("--mlp-dim", int), ("--max-len", int)):
+        parser.add_argument(flag, type=kind)
+    parser.add_argument("--batch-size", type=int, help="per process")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--dropout", type=float)
+    parser.add_argument("--limit", type=int, help="use at most this many examples per split")
+    parser.add_argument("--pooling", choices=["mean", "cls"])
+    parser.add_argument("--pos-embedding", choices=["learned", "sinusoidal"])
+    parser.add_argument("--norm", choices=["pre", "post"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--amp", choices=["none", "bf16"], default="none")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--activation-checkpointing", action="store_true", help="recompute activations in backward")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl lines")
+    parser.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (0: per epoch only)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    preset = get_preset(
+        args.task,
+        args.preset,
+        layers=args.layers,
+        dim=args.dim,
+        heads=args.heads,
+        mlp_dim=args.mlp_dim,
+        max_len=args.max_len,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        lr=args.lr,
+        dropout=args.dropout,
+        limit=args.limit,
+        pooling=args.pooling,
+        pos_embedding=args.pos_embedding,
+        norm=args.norm,
+    )
+    model = {
+        "max_len": preset.max_len,
+        "dim": preset.dim,
+        "heads": preset.heads,
+        "layers": preset.layers,
+        "mlp_dim": preset.mlp_dim,
+        "dropout": preset.dropout,
+        "pos_embedding": preset.pos_embedding,
+        "norm": preset.norm,
+        "pooling": preset.pooling,
+        "attention": args.attention,
+        "activation_checkpointing": args.activation_checkpointing,
+    }
+    HrrformerConfig(**model)  # validate shapes early, before any data is read
+    return TrainConfig(
+        task=args.task,
+        preset=args.preset,
+        data=args.data,
+        attention=args.attention,
+        model=model,
+        batch_size=preset.batch_size,
+        epochs=preset.epochs,
+        lr=preset.lr,
+        limit=preset.limit,
+        seed=args.seed,
+        amp=args.amp,
+        device=args.device,
+        compile=args.compile,
+        workers=args.workers,
+        log_every=args.log_every,
+        save_every=args.save_every,
+        progress=not args.no_progress,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+    except ValueError as e:
+        print(f"hrrformer train: {e}", file=sys.stderr)
+        return 2
+    out = args.out or f"runs/{config.task}-{config.preset}-{config.attention}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        summary = train(config, out, resume=args.resume, overwrite=args.overwrite)
+    except (ValueError, CheckpointError, TrainingDiverged) as e:
+        print(f"hrrformer train: {e}", file=sys.stderr)
+        return 1
+    finally:
+        teardown_distributed()
+    if int(os.environ.get("RANK", "0")) == 0:
+        test = summary["test_accuracy"]
+        print(json.dumps(summary, indent=2))
+        print(
+            f"{config.task}: val accuracy {summary['val_accuracy']:.4f}"
+            + (f", test accuracy {test:.4f}" if test is not None else ", no test split")
+            + f" after {summary['train_seconds']:.0f} s of training; run in {out}"
+        )
+    return 0
