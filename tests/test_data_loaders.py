@@ -234,7 +234,7 @@ def test_text_empty_review_missing_path_and_corrupt_archive(tmp_path):
     with pytest.raises(DataError, match=r"nowhere\.tar\.gz: not found \(expected aclImdb_v1\.tar\.gz"):
         text.load(tmp_path / "nowhere.tar.gz")
     archive = tar_folder(folder, tmp_path / "imdb.tar.gz")
-    (tmp_path / "cut.tar.gz").write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    (tmp_path / "cut.tar.gz").write_bytes(archive.read_bytes()[:200])  # inside the first members
     with pytest.raises(DataError, match=r"cut\.tar\.gz: not a folder or a readable tar archive"):
         text.load(tmp_path / "cut.tar.gz")
     (tmp_path / "noise.tar").write_bytes(b"not a tar at all" * 100)
