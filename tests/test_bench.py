@@ -11,12 +11,12 @@ from hrrformer.attention import hrr_attention_reference
 from hrrformer.bench import (
     CSV_COLUMNS,
     _worker_env,
-    glibc_keep_memory_env,
     model_config_for,
     ratio_table,
     run_config,
 )
 from hrrformer.bench_methods import authors_hrr_attention, measure
+from hrrformer.perf import keep_freed_memory_env
 
 REQUIRED = [
     "method",
@@ -100,15 +100,15 @@ def test_worker_reports_allocation_failure_as_oom():
 
 
 # ----------------------------------------------------------------------------- environment and presets
-def test_glibc_keep_memory_env():
-    env = glibc_keep_memory_env()
+def test_keep_freed_memory_env():
+    env = keep_freed_memory_env()
     assert env["MALLOC_MMAP_MAX_"] == "0"
-    assert int(env["MALLOC_TRIM_THRESHOLD_"]) >= 2**32 and int(env["MALLOC_TOP_PAD_"]) > 0
+    assert int(env["MALLOC_TRIM_THRESHOLD_"]) >= 2**30 and int(env["MALLOC_TOP_PAD_"]) > 0
     assert all(isinstance(v, str) for v in env.values())
     assert _worker_env("keep")["MALLOC_MMAP_MAX_"] == "0"
     os.environ["MALLOC_MMAP_MAX_"] = "0"  # set by whoever started us: "default" must remove it
     try:
-        assert not set(glibc_keep_memory_env()) & set(_worker_env("default"))
+        assert not set(keep_freed_memory_env()) & set(_worker_env("default"))
     finally:
         del os.environ["MALLOC_MMAP_MAX_"]
 

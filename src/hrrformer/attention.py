@@ -328,10 +328,11 @@ class _MultiHeadAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, T, E) → q, k, v, each (B, h, T, d)."""
+        """(B, T, E) → q, k, v, each (B, h, T, d) and contiguous (one copy here saves several
+        inside the batched matrix multiplies of the attention)."""
         b, t, _ = x.shape
         qkv = self.qkv_proj(x).view(b, t, 3, self.num_heads, self.head_dim)  # (B, T, 3, h, d)
-        return qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        return qkv.permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # 3 × (B, h, T, d)
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, E), key_padding_mask (B, T) bool with True = padding → (B, T, E)."""

@@ -30,8 +30,9 @@ from typing import Any
 
 from .bench_methods import METHODS, MODEL_ATTENTIONS
 from .model import HrrformerConfig
+from .perf import keep_freed_memory_env
 
-__all__ = ["CSV_COLUMNS", "glibc_keep_memory_env", "model_config_for", "run_config"]
+__all__ = ["CSV_COLUMNS", "model_config_for", "run_config"]
 
 #: bench.csv's columns: the required ones first, then what describes the run further.
 CSV_COLUMNS = (
@@ -64,55 +65,33 @@ _STOPPING = ("timeout", "oom")
 
 
 # ----------------------------------------------------------------------------- reusable pieces
-def glibc_keep_memory_env(top_pad: int = 64 * 2**20) -> dict[str, str]:
-    """Environment that makes glibc malloc keep freed memory in the process.
-
-    No large block is served by its own mmap (``MALLOC_MMAP_MAX_=0``), the heap is never trimmed
-    back to the kernel (``MALLOC_TRIM_THRESHOLD_`` = 1 TiB) and grows ``top_pad`` bytes at a
-    time. On this project's VMs, where a freshly mapped page costs about 1 µs per 4 KB, that
-    made large-tensor workloads 2–3× faster, at up to 2–3× the peak memory. glibc reads these
-    when the process starts: set them for a child process, not in the running one.
-    """
-    return {
-        "MALLOC_MMAP_MAX_": "0",
-        "MALLOC_TRIM_THRESHOLD_": str(2**40),
-        "MALLOC_TOP_PAD_": str(int(top_pad)),
-    }
-
-
 def model_config_for(task: str) -> tuple[HrrformerConfig, int, int]:
     """(model config, batch, sequence length) benchmarked by ``--model TASK``.
 
     The one seam for task presets: replace the body by a call into ``hrrformer.tasks`` when it
     exists. Raises ValueError for an unknown task.
     """
-    presets: dict[str, tuple[dict[str, Any], int, int]] = {
-        # LRA ListOps, CPU-sized: 1 layer of the paper's dims 128 / 4 heads, T 2,000.
-        "listops": (
-            dict(vocab_size=20, dim=128, heads=4, layers=1, mlp_dim=256, pooling="mean", num_classes=10),
-            32,
-            2000,
-        ),
-        # EMBER malware bytes (257 symbols, 0 = pad), paper's model; T 16,384, batch 2^16 / T.
-        "malware": (
-            dict(vocab_size=257, dim=256, heads=8, layers=1, mlp_dim=512, pooling="cls", num_classes=2),
-            4,
-            16384,
-        ),
-    }
-    if task not in presets:
-        raise ValueError(f"unknown --model task {task!r}; known: {sorted(presets)}")
-    kwargs, batch, seq_len = presets[task]
-    return HrrformerConfig(max_len=seq_len, pos_embedding="learned", **kwargs), batch, seq_len
+    from .tasks import get_preset
+
+    names = {"listops": ("listops", "cpu", 20, 10), "malware": ("binaries", "paper", 257, 2)}
+    if task not in names:
+        raise ValueError(f"unknown --model task {task!r}; known: {sorted(names)}")
+    task_name, preset_name, vocab_size, num_classes = names[task]
+    p = get_preset(task_name, preset_name)
+    config = HrrformerConfig(
+        vocab_size=vocab_size, max_len=p.max_len, dim=p.dim, heads=p.heads, layers=1, mlp_dim=p.mlp_dim,
+        pooling=p.pooling, pos_embedding=p.pos_embedding, num_classes=num_classes,
+    )  # fmt: skip
+    return config, p.batch_size, p.max_len
 
 
 # ----------------------------------------------------------------------------- running one configuration
 def _worker_env(malloc: str) -> dict[str, str]:
     env = dict(os.environ)
-    for key in glibc_keep_memory_env():
+    for key in keep_freed_memory_env():
         env.pop(key, None)
     if malloc == "keep":
-        env.update(glibc_keep_memory_env())
+        env.update(keep_freed_memory_env())
     env["HRRFORMER_MALLOC"] = malloc  # what hrrformer.perf.keep_freed_memory reads, should the worker call it
     src = str(Path(__file__).resolve().parents[1])  # the directory holding the hrrformer package
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
@@ -339,7 +318,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--malloc",
         choices=("default", "keep"),
         default="keep",
-        help="keep: glibc keeps freed memory in the worker (see glibc_keep_memory_env); default: glibc's own",
+        help="keep: glibc keeps freed memory in the worker (hrrformer.perf.keep_freed_memory_env); default: glibc's own",
     )
     parser.add_argument(
         "--memory-limit-gb",

@@ -13,6 +13,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("hrrformer.train", "train a model on a task (no arguments: the ListOps demo)"),
     "eval": ("hrrformer.evaluate", "evaluate a trained run on a data split"),
     "predict": ("hrrformer.predict", "classify files with a trained run (text, binaries)"),
+    "explain": ("hrrformer.explain", "attention maps of a trained HRR run, for files or class averages"),
     "plot": ("hrrformer.plot", "plot training curves of one or more runs"),
     "data": ("hrrformer.data_cli", "generate ListOps / Pathfinder data, or inspect a data set"),
     "demo": ("hrrformer.demo", "run the HRR attention layer on a long random sequence"),

@@ -5,8 +5,8 @@ Three presets per task:
 * ``paper``: the authors' settings (DESIGN.md §2: T, dim, heads, layers, batch per device; Adam
   1e-3 with exponential decay 0.9 per epoch, 20 epochs, label smoothing 0.1, dropout 0.1). Their
   MLP has dim // 2 hidden units in the LRA models and 512 in the malware model.
-* ``cpu``: the best accuracy measured on a 2-core machine within about 60 minutes of training.
-* ``demo``: a run of at most 5 minutes on that machine.
+* ``cpu``: sized for a 2-core machine, with a 60-minute training budget (``max_minutes``).
+* ``demo``: a run of at most 5 minutes on that machine (4 minutes of training, then evaluation).
 
 Explicit command-line flags override any preset field.
 """
@@ -36,6 +36,8 @@ class Preset:
     norm: str = "pre"
     dropout: float = 0.1
     limit: int | None = None
+    #: Training time budget in minutes (None: run all epochs).
+    max_minutes: float | None = None
     #: For generated tasks: how many examples to generate (train, val, test) when --data is omitted.
     generate: tuple[int, int, int] | None = None
 
@@ -70,6 +72,7 @@ TASKS: dict[str, TaskSpec] = {
                 max_len=2000, dim=512, heads=8, layers=6, mlp_dim=256, batch_size=2, generate=_LISTOPS_STANDARD
             ),
             "cpu": Preset(
+                max_minutes=60,
                 max_len=2000,
                 dim=128,
                 heads=4,
@@ -80,6 +83,7 @@ TASKS: dict[str, TaskSpec] = {
                 generate=_LISTOPS_STANDARD,
             ),
             "demo": Preset(
+                max_minutes=4,
                 max_len=2000,
                 dim=64,
                 heads=4,
@@ -100,6 +104,7 @@ TASKS: dict[str, TaskSpec] = {
                 max_len=4000, dim=512, heads=8, layers=6, mlp_dim=256, batch_size=2, pos_embedding="sinusoidal"
             ),
             "cpu": Preset(
+                max_minutes=60,
                 max_len=4000,
                 dim=64,
                 heads=4,
@@ -110,6 +115,7 @@ TASKS: dict[str, TaskSpec] = {
                 pos_embedding="sinusoidal",
             ),
             "demo": Preset(
+                max_minutes=4,
                 max_len=1000,
                 dim=32,
                 heads=2,
@@ -131,6 +137,7 @@ TASKS: dict[str, TaskSpec] = {
                 max_len=4000, dim=128, heads=4, layers=4, mlp_dim=64, batch_size=4, pos_embedding="sinusoidal"
             ),
             "cpu": Preset(
+                max_minutes=60,
                 max_len=4000,
                 dim=64,
                 heads=4,
@@ -141,6 +148,7 @@ TASKS: dict[str, TaskSpec] = {
                 pos_embedding="sinusoidal",
             ),
             "demo": Preset(
+                max_minutes=4,
                 max_len=1000,
                 dim=32,
                 heads=2,
@@ -162,6 +170,7 @@ TASKS: dict[str, TaskSpec] = {
                 max_len=4000, dim=128, heads=4, layers=4, mlp_dim=64, batch_size=4, pos_embedding="sinusoidal"
             ),
             "cpu": Preset(
+                max_minutes=60,
                 max_len=4000,
                 dim=64,
                 heads=4,
@@ -172,6 +181,7 @@ TASKS: dict[str, TaskSpec] = {
                 pos_embedding="sinusoidal",
             ),
             "demo": Preset(
+                max_minutes=4,
                 max_len=1000,
                 dim=32,
                 heads=2,
@@ -193,6 +203,7 @@ TASKS: dict[str, TaskSpec] = {
                 max_len=1024, dim=256, heads=4, layers=3, mlp_dim=128, batch_size=2, pos_embedding="sinusoidal"
             ),
             "cpu": Preset(
+                max_minutes=60,
                 max_len=1024,
                 dim=64,
                 heads=4,
@@ -203,6 +214,7 @@ TASKS: dict[str, TaskSpec] = {
                 pos_embedding="sinusoidal",
             ),
             "demo": Preset(
+                max_minutes=4,
                 max_len=1024,
                 dim=32,
                 heads=2,
@@ -226,10 +238,26 @@ TASKS: dict[str, TaskSpec] = {
                 max_len=1024, dim=1024, heads=8, layers=2, mlp_dim=512, batch_size=8, generate=(200_000, 0, 0)
             ),
             "cpu": Preset(
-                max_len=1024, dim=64, heads=4, layers=1, mlp_dim=128, batch_size=32, epochs=5, generate=(20_000, 0, 0)
+                max_minutes=60,
+                max_len=1024,
+                dim=64,
+                heads=4,
+                layers=1,
+                mlp_dim=128,
+                batch_size=32,
+                epochs=5,
+                generate=(20_000, 0, 0),
             ),
             "demo": Preset(
-                max_len=1024, dim=32, heads=2, layers=1, mlp_dim=64, batch_size=32, epochs=1, generate=(3_000, 0, 0)
+                max_minutes=4,
+                max_len=1024,
+                dim=32,
+                heads=2,
+                layers=1,
+                mlp_dim=64,
+                batch_size=32,
+                epochs=1,
+                generate=(3_000, 0, 0),
             ),
         },
     ),
@@ -244,10 +272,26 @@ TASKS: dict[str, TaskSpec] = {
                 max_len=16384, dim=1024, heads=8, layers=1, mlp_dim=512, batch_size=16, generate=(200_000, 0, 0)
             ),
             "cpu": Preset(
-                max_len=16384, dim=32, heads=2, layers=1, mlp_dim=64, batch_size=8, epochs=2, generate=(4_000, 0, 0)
+                max_minutes=60,
+                max_len=16384,
+                dim=32,
+                heads=2,
+                layers=1,
+                mlp_dim=64,
+                batch_size=8,
+                epochs=2,
+                generate=(4_000, 0, 0),
             ),
             "demo": Preset(
-                max_len=16384, dim=32, heads=2, layers=1, mlp_dim=64, batch_size=4, epochs=1, generate=(400, 0, 0)
+                max_minutes=4,
+                max_len=16384,
+                dim=32,
+                heads=2,
+                layers=1,
+                mlp_dim=64,
+                batch_size=4,
+                epochs=1,
+                generate=(400, 0, 0),
             ),
         },
     ),
@@ -257,8 +301,28 @@ TASKS: dict[str, TaskSpec] = {
         description="raw executables as bytes (malware-style), classes from folders or a CSV",
         presets={
             "paper": Preset(max_len=16384, dim=256, heads=8, layers=1, mlp_dim=512, batch_size=4, pooling="cls"),
-            "cpu": Preset(max_len=16384, dim=64, heads=4, layers=1, mlp_dim=128, batch_size=8, epochs=5, pooling="cls"),
-            "demo": Preset(max_len=4096, dim=32, heads=2, layers=1, mlp_dim=64, batch_size=8, epochs=2, pooling="cls"),
+            "cpu": Preset(
+                max_minutes=60,
+                max_len=16384,
+                dim=64,
+                heads=4,
+                layers=1,
+                mlp_dim=128,
+                batch_size=8,
+                epochs=5,
+                pooling="cls",
+            ),
+            "demo": Preset(
+                max_minutes=4,
+                max_len=4096,
+                dim=32,
+                heads=2,
+                layers=1,
+                mlp_dim=64,
+                batch_size=8,
+                epochs=2,
+                pooling="cls",
+            ),
         },
     ),
 }

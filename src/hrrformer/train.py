@@ -47,7 +47,7 @@ from .tasks import PRESET_NAMES, TASKS, Preset, get_preset, get_task
 __all__ = ["TrainConfig", "TrainingDiverged", "build_model", "evaluate", "load_run", "train"]
 
 #: Keys of config.json that may change on --resume (the budget and the machine, not the model or data).
-RESUMABLE_CHANGES = {"epochs", "device", "workers", "log_every", "save_every", "progress", "data"}
+RESUMABLE_CHANGES = {"epochs", "device", "workers", "log_every", "save_every", "progress", "data", "max_minutes"}
 
 
 class TrainingDiverged(RuntimeError):
@@ -80,6 +80,7 @@ class TrainConfig:
     workers: int = 0
     log_every: int = 10
     save_every: int = 0
+    max_minutes: float | None = None
     world_size: int = 1
     progress: bool = True
 
@@ -366,7 +367,10 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
     train_seconds = sum(h["seconds"] for h in history)
     examples_seen = sum(h["examples"] for h in history)
     model.train()
+    out_of_time = False
     for epoch in range(start_epoch, config.epochs):
+        if out_of_time:
+            break
         batches = _epoch_batches(sampler, config.batch_size, epoch, skip)
         done_before = skip
         skip = 0
@@ -428,6 +432,11 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
                 )
             if config.save_every and step % config.save_every == 0 and i < steps_per_epoch:
                 save(epoch, i, sums)
+            if config.max_minutes is not None:
+                elapsed_min = (train_seconds + time.perf_counter() - epoch_start) / 60
+                out_of_time = bool(all_reduce_sum(torch.tensor(float(elapsed_min >= config.max_minutes)), info) > 0)
+                if out_of_time:
+                    break
         bar.close()
         epoch_seconds = time.perf_counter() - epoch_start
         totals = all_reduce_sum(sums.clone(), info)
@@ -481,6 +490,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
         "attention": config.attention,
         "params": params,
         "epochs": len(history),
+        "stopped_by_time_budget": out_of_time,
         "train_seconds": train_seconds,
         "wall_seconds_this_process": time.perf_counter() - train_start,
         "examples_per_second": examples_seen / max(train_seconds, 1e-9),
@@ -556,6 +566,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl lines")
     parser.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (0: per epoch only)")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        help="training time budget: stop after the step that crosses it, then validate and test",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --out")
@@ -578,6 +593,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         pooling=args.pooling,
         pos_embedding=args.pos_embedding,
         norm=args.norm,
+        max_minutes=args.max_minutes,
     )
     model = {
         "max_len": preset.max_len,
@@ -610,6 +626,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         workers=args.workers,
         log_every=args.log_every,
         save_every=args.save_every,
+        max_minutes=preset.max_minutes,
         progress=not args.no_progress,
     )
 
