@@ -14,6 +14,14 @@ so output t depends on no position after t.
 Because |a_t| ≤ 1, exp(a_t) lies in [1/e, e] and the softmax needs no max subtraction; a row
 whose positions are all padding returns zeros.
 
+Range: the cosine is computed with ‖x‖_ε = sqrt(‖x‖² + ε²), ε = :data:`COSINE_EPS`, and the fast
+forms first divide each of q, k and v by a power of two per (batch, head) so that its largest
+magnitude is at most 1 (ε is scaled alike). Power-of-two scaling is exact in floating point, so
+the scores are bit for bit those of the unscaled formula wherever that one neither overflows nor
+underflows, and every finite input gives finite outputs and gradients (in float32, ‖v̂‖²
+otherwise overflows from |q|, |k|, |v| ≈ 1e5). The output w·v keeps v's own scale. Vectors whose
+norm is far below ε (say 1e-30) score a ≈ 0: their weights are uniform over real positions.
+
 Three exact formulations of the same numbers live here:
 
 * **circulant** (default without ``causal``): with M = Kᵀ·V (padded rows zeroed),
@@ -125,9 +133,36 @@ def _rowdot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.einsum("...d,...d->...", x, y)
 
 
-def _inv_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """(‖x‖² + ε²)^(-1/2) over the last axis: (…, T, d) → (…, T)."""
-    return torch.rsqrt(torch.linalg.vector_norm(x, dim=-1).square_().add_(eps * eps))
+def _inv_norm(x: torch.Tensor, eps2: torch.Tensor) -> torch.Tensor:
+    """(‖x‖² + ε²)^(-1/2) over the last axis: (…, T, d) → (…, T); ``eps2`` holds ε², (…, 1)."""
+    return torch.rsqrt(torch.linalg.vector_norm(x, dim=-1).square_().add_(eps2))
+
+
+# ----------------------------------------------------------------------------- range control
+#: (bits of the mantissa, exponent bias) of the compute dtypes, for exact powers of two.
+_FLOAT_BITS = {torch.float32: (torch.int32, 23, 127), torch.float64: (torch.int64, 52, 1023)}
+
+
+def _downscale(x: torch.Tensor) -> torch.Tensor:
+    """A power of two s ≤ 1 per (batch, head), (B, h, 1, 1), with max|s·x| ≤ 1 (s = 1 when it already is).
+
+    Built from the exponent bits of max|x| (no log, no pow: exactly a power of two). Multiplying
+    by it is exact, so scores computed from s·x with ε scaled alike equal the unscaled ones.
+    """
+    amax = torch.linalg.vector_norm(x.detach(), ord=float("inf"), dim=(-2, -1), keepdim=True)
+    int_dtype, mantissa, bias = _FLOAT_BITS[x.dtype]
+    biased = (amax.view(int_dtype) >> mantissa) & (2 * bias + 1)  # max|x| < 2^(biased − bias + 1)
+    shift = (biased - (bias - 1)).clamp_(0, bias - 1)  # s = 2^−shift, a normal number
+    return ((bias - shift) << mantissa).view(x.dtype)
+
+
+def _scaled_eps2(eps: float, dtype: torch.dtype, *scales: torch.Tensor) -> torch.Tensor:
+    """ε² · Π s², (B, h, 1): the guard for a vector scaled by Π s. Floored at the smallest normal
+    number, which changes nothing unless the unscaled computation would have overflowed."""
+    out = torch.tensor(eps * eps, dtype=dtype, device=scales[0].device)
+    for s in scales:
+        out = out * s[..., 0] * s[..., 0]
+    return out.clamp_min(torch.finfo(dtype).tiny)
 
 
 class _CirculantHrrAttention(torch.autograd.Function):
@@ -148,31 +183,37 @@ class _CirculantHrrAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, keep, eps: float):  # q, k, v (B, h, T, d); keep (B, 1, T) or None
-        km = k if keep is None else k * keep[..., None]  # (B, h, T, d)
-        circ = _hankel(_wrapped_diagonal_sums(km.transpose(-1, -2) @ v))  # (B, h, d, d)
-        vhat = q @ circ  # (B, h, T, d)
-        r_vhat, r_v = _inv_norm(vhat, eps), _inv_norm(v, eps)  # (B, h, T)
-        a = _rowdot(vhat, v) * r_vhat * r_v  # (B, h, T)
+        s_q, s_k, s_v = _downscale(q), _downscale(k), _downscale(v)  # (B, h, 1, 1), exact powers of two
+        q_, k_, v_ = q * s_q, k * s_k, v * s_v  # the scores use these; the output uses v itself
+        km = k_ if keep is None else k_ * keep[..., None]  # (B, h, T, d)
+        circ = _hankel(_wrapped_diagonal_sums(km.transpose(-1, -2) @ v_))  # (B, h, d, d)
+        vhat = q_ @ circ  # (B, h, T, d), scaled by s_q s_k s_v
+        r_vhat = _inv_norm(vhat, _scaled_eps2(eps, q_.dtype, s_q, s_k, s_v))  # (B, h, T)
+        r_v = _inv_norm(v_, _scaled_eps2(eps, q_.dtype, s_v))  # (B, h, T)
+        a = _rowdot(vhat, v_) * r_vhat * r_v  # (B, h, T)
         del vhat
         w = _cosine_softmax(a, keep, causal=False)  # (B, h, T)
-        ctx.save_for_backward(q, k, v, keep, circ, a, w, r_vhat, r_v)
+        ctx.save_for_backward(q_, k_, v_, keep, circ, a, w, r_vhat, r_v, s_q, s_k, s_v)
         return w[..., None] * v  # (B, h, T, d)
 
     @staticmethod
     def backward(ctx, g_out):
-        q, k, v, keep, circ, a, w, r_vhat, r_v = ctx.saved_tensors
-        g_w = _rowdot(g_out, v)  # (B, h, T)
+        # Everything below is in the scaled variables q_ = s_q q, k_ = s_k k, v_ = s_v v; the chain
+        # rule through those scalings multiplies each score gradient by its (exact) factor.
+        q, k, v, keep, circ, a, w, r_vhat, r_v, s_q, s_k, s_v = ctx.saved_tensors
+        g_w = _rowdot(g_out, v) / s_v[..., 0]  # (B, h, T): ⟨g, v⟩ with the unscaled v
         g_a = w * (g_w - (w * g_w).sum(-1, keepdim=True))  # (B, h, T)
         g_num = (g_a * r_vhat * r_v)[..., None]  # (B, h, T, 1)
         vhat = q @ circ  # (B, h, T, d) recomputed rather than stored
-        g_v = (w[..., None] * g_out).addcmul_(g_num, vhat).addcmul_((g_a * a * r_v.square())[..., None], v, value=-1)
+        g_v = (g_num * vhat).addcmul_((g_a * a * r_v.square())[..., None], v, value=-1)  # score part
         g_vhat = vhat.mul_((g_a * a * r_vhat.square()).neg_()[..., None]).addcmul_(g_num, v)  # in place of vhat
-        g_q = g_vhat @ circ.transpose(-1, -2)  # (B, h, T, d)
+        g_q = (g_vhat @ circ.transpose(-1, -2)).mul_(s_q)  # (B, h, T, d)
         g_mkv = _hankel(_wrapped_diagonal_sums(q.transpose(-1, -2) @ g_vhat))  # (B, h, d, d)
         del g_vhat
         km = k if keep is None else k * keep[..., None]
         g_v += km @ g_mkv
-        g_k = v @ g_mkv.transpose(-1, -2)  # (B, h, T, d)
+        g_v.mul_(s_v).addcmul_(w[..., None], g_out)  # + the output's own term w g
+        g_k = (v @ g_mkv.transpose(-1, -2)).mul_(s_k)  # (B, h, T, d)
         if keep is not None:
             g_k *= keep[..., None]
         return g_q, g_k, g_v, None, None
@@ -182,8 +223,13 @@ class _CirculantHrrAttention(torch.autograd.Function):
 def _fourier_scores(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None, causal: bool, eps: float
 ) -> torch.Tensor:
-    """a_t = cos(v_t, q_t† ⊛ β_t) from three rffts and Parseval, no inverse FFT. → (B, h, T)."""
+    """a_t = cos(v_t, q_t† ⊛ β_t) from three rffts and Parseval, no inverse FFT. → (B, h, T).
+
+    q, k and v are first scaled by exact powers of two (see :func:`_downscale`), ε alike.
+    """
     d = q.shape[-1]
+    s_q, s_k, s_v = _downscale(q), _downscale(k), _downscale(v)  # (B, h, 1, 1)
+    q, k, v = q * s_q, k * s_k, v * s_v
     qf, kf, vf = (torch.fft.rfft(x, dim=-1) for x in (q, k, v))  # (B, h, T, F), F = d//2 + 1
     bound = kf * vf
     if keep is not None:
@@ -195,7 +241,8 @@ def _fourier_scores(
     beta_abs2 = beta.real.square() + beta.imag.square()  # (B, h, T or 1, F)
     vhat_norm2 = ((qf.real.square() + qf.imag.square()) * beta_abs2) @ weight  # ‖v̂‖² (B, h, T)
     v_norm2 = v.square().sum(-1)
-    return num * torch.rsqrt(vhat_norm2 + eps * eps) * torch.rsqrt(v_norm2 + eps * eps)
+    eps2_vhat, eps2_v = _scaled_eps2(eps, q.dtype, s_q, s_k, s_v), _scaled_eps2(eps, q.dtype, s_v)
+    return num * torch.rsqrt(vhat_norm2 + eps2_vhat) * torch.rsqrt(v_norm2 + eps2_v)
 
 
 # ----------------------------------------------------------------------------- public functions

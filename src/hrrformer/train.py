@@ -73,6 +73,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     grad_clip: float = 1.0
     limit: int | None = None
+    skip_bad: bool = False
     seed: int = 0
     amp: str = "none"
     device: str = "auto"
@@ -167,7 +168,12 @@ def load_data(config: TrainConfig, info: DistInfo, data_path: str | None = None)
         path = str(generated_data_dir(config.task, preset, 0))
     config.data = path
     max_len = config.model.get("max_len")
-    return load_task(spec.data_task, path, max_len=max_len, seed=config.seed, limit=config.limit)
+    data = load_task(
+        spec.data_task, path, max_len=max_len, seed=config.seed, limit=config.limit, skip_bad=config.skip_bad
+    )
+    if data.skipped and info.is_main:
+        print(f"skipped bad inputs: {data.skipped}", file=sys.stderr)
+    return data
 
 
 def _lr_factor(config: TrainConfig, steps_per_epoch: int):
@@ -500,6 +506,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
         "test_examples": test["examples"] if test else 0,
         "train_examples": len(data.train),
         "val_examples": len(data.val),
+        "skipped_inputs": data.skipped,
         "world_size": info.world_size,
         "device": str(device),
         "peak_rss_mb": _peak_rss_mb(),
@@ -555,6 +562,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float)
     parser.add_argument("--dropout", type=float)
     parser.add_argument("--limit", type=int, help="use at most this many examples per split")
+    parser.add_argument("--skip-bad", action="store_true", help="skip and count bad inputs instead of stopping")
     parser.add_argument("--pooling", choices=["mean", "cls"])
     parser.add_argument("--pos-embedding", choices=["learned", "sinusoidal"])
     parser.add_argument("--norm", choices=["pre", "post"])
@@ -619,6 +627,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         epochs=preset.epochs,
         lr=preset.lr,
         limit=preset.limit,
+        skip_bad=args.skip_bad,
         seed=args.seed,
         amp=args.amp,
         device=args.device,

@@ -1,0 +1,277 @@
+"""Sequence-parallel HRR attention and models (hrrformer.parallel) against one process, on gloo.
+
+Starting processes is the slow part on a 2-core machine, so each world size (2 and 4) is
+launched once per module: every rank runs every scenario, records "ok" or the traceback of each
+in a JSON file, and each test reads its scenario's verdicts from all ranks. Every scenario
+computes the single-process reference on the whole sequence itself, in float64.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from hrrformer import Hrrformer, HrrformerConfig, hrr_attention
+from hrrformer.parallel import (
+    communicated_bytes,
+    enable_sequence_parallel,
+    launch_local,
+    reduce_sequence_parallel_gradients,
+    shard_position_embedding,
+    shard_sequence,
+    sp_hrr_attention,
+    sp_mean_pool,
+)
+
+TOL = {"rtol": 1e-9, "atol": 1e-9}
+
+
+# ----------------------------------------------------------------------------- scenarios (run in every rank)
+def _attention_inputs(world_size: int, d: int, with_mask: bool):
+    """q, k, v (2, 2, T, d) float64 and a mask whose row 0 is real only on rank 0's chunk."""
+    g = torch.Generator().manual_seed(0)
+    t_local = 3
+    t = t_local * world_size
+    q, k, v, grad = (torch.randn(2, 2, t, d, generator=g, dtype=torch.float64) for _ in range(4))
+    mask = None
+    if with_mask:
+        mask = torch.rand(2, t, generator=g) < 0.3
+        mask[0, t_local:] = True  # every chunk but rank 0's is all padding in row 0
+        mask[0, 0] = mask[1, 0] = False
+    return q, k, v, grad, mask, t_local
+
+
+def _check_attention(rank: int, world_size: int, causal: bool, method: str, d: int = 8) -> None:
+    group = dist.group.WORLD
+    for with_mask in (False, True):
+        q, k, v, grad, mask, t_local = _attention_inputs(world_size, d, with_mask)
+        full = [x.clone().requires_grad_() for x in (q, k, v)]
+        ref = hrr_attention(*full, mask, causal=causal)
+        (ref * grad).sum().backward()
+        sl = slice(rank * t_local, (rank + 1) * t_local)
+        local = [x[:, :, sl].clone().requires_grad_() for x in (q, k, v)]
+        local_mask = None if mask is None else mask[:, sl]
+        out = sp_hrr_attention(*local, local_mask, causal=causal, group=group, method=method)
+        (out * grad[:, :, sl]).sum().backward()  # Σ over ranks of these losses = the reference loss
+        torch.testing.assert_close(out, ref[:, :, sl], **TOL)
+        for name, a, b in zip("qkv", local, full):
+            torch.testing.assert_close(a.grad, b.grad[:, :, sl], **TOL, msg=f"grad {name}, mask={with_mask}")
+
+
+def _tiny_config(**overrides) -> HrrformerConfig:
+    values = dict(vocab_size=20, max_len=40, dim=16, heads=2, layers=2, dropout=0.0)
+    values.update(overrides)
+    return HrrformerConfig(**values)
+
+
+def _model_tokens() -> torch.Tensor:
+    """(2, 11): row 0 real for 5 tokens then padding, row 1 real throughout (11 divides by neither 2 nor 4)."""
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(1, 20, (2, 11), generator=g)
+    tokens[0, 5:] = 0
+    return tokens
+
+
+def _check_model(rank: int, world_size: int, shard_positions: bool = False, **overrides) -> None:
+    group = dist.group.WORLD
+    torch.manual_seed(0)
+    ref = Hrrformer(_tiny_config(**overrides)).double()
+    sp = enable_sequence_parallel(copy.deepcopy(ref), group)
+    tokens = _model_tokens()
+    local, offset, padded = shard_sequence(tokens, group)
+    assert padded % world_size == 0 and padded >= tokens.shape[1] and offset == rank * local.shape[1]
+    if shard_positions:
+        shard_position_embedding(sp, group, local.shape[1])
+    if ref.config.activation_checkpointing:
+        ref.train()
+        sp.train()
+    weights = torch.randn(2, ref.config.num_classes, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    logits_ref, logits_sp = ref(tokens), sp(local)
+    torch.testing.assert_close(logits_sp, logits_ref, **TOL)
+    (logits_ref * weights).sum().backward()
+    (logits_sp * weights).sum().backward()  # the same loss on every rank
+    reduce_sequence_parallel_gradients(sp, group)
+    sp_params = dict(sp.named_parameters())
+    for name, p in ref.named_parameters():
+        q = sp_params[name]
+        if shard_positions and name == "encoder.position_embedding.weight":
+            table = sp.encoder.position_embedding
+            rows = min(table.start + table.length, p.shape[0]) - table.start
+            torch.testing.assert_close(q.grad[:rows], p.grad[table.start : table.start + rows], **TOL, msg=name)
+        else:
+            torch.testing.assert_close(q.grad, p.grad, **TOL, msg=name)
+
+
+def _group_of_one(rank: int, world_size: int) -> None:
+    groups = [dist.new_group([r]) for r in range(world_size)]  # every rank makes every group
+    mine = groups[rank]
+    q, k, v, _, mask, _ = _attention_inputs(world_size, 8, True)
+    for causal in (False, True):
+        torch.testing.assert_close(
+            sp_hrr_attention(q, k, v, mask, causal=causal, group=mine), hrr_attention(q, k, v, mask, causal=causal)
+        )
+    torch.manual_seed(0)
+    ref = Hrrformer(_tiny_config(pooling="cls")).double()
+    sp = enable_sequence_parallel(copy.deepcopy(ref), mine)
+    tokens = _model_tokens()
+    local, offset, padded = shard_sequence(tokens, mine)
+    assert (offset, padded) == (0, tokens.shape[1]) and torch.equal(local, tokens)
+    ref(tokens).sum().backward()
+    sp(local).sum().backward()
+    reduce_sequence_parallel_gradients(sp, mine)
+    for (name, p), q_ in zip(ref.named_parameters(), sp.parameters()):
+        torch.testing.assert_close(q_.grad, p.grad, rtol=0, atol=0, msg=name)
+
+
+def _bad_input(rank: int, world_size: int) -> None:
+    group = dist.group.WORLD
+    model = enable_sequence_parallel(Hrrformer(_tiny_config()).double(), group)
+    tokens = torch.randint(1, 20, (2, 6 if rank else 5))  # rank 0's chunk is one shorter
+    with pytest.raises(ValueError, match="chunks differ in shape"):
+        model(tokens)
+    tokens = torch.randint(1, 20, (2, 6))
+    if rank == world_size - 1:
+        tokens[0, 0] = 99  # out of the vocabulary on one rank only: every rank must raise
+    with pytest.raises(ValueError, match="vocab_size=20" if rank == world_size - 1 else "rejected their tokens"):
+        model(tokens)
+    too_long = torch.randint(1, 20, (2, 41 // world_size + 1))  # 40 = max_len real tokens would fit
+    with pytest.raises(ValueError, match="max_len=40"):
+        model(too_long)
+    q = torch.randn(2 if rank else 3, 2, 4, 8)  # batch sizes disagree
+    with pytest.raises(ValueError, match="disagree"):
+        sp_hrr_attention(q, q, q, group=group)
+    softmax = Hrrformer(_tiny_config(attention="softmax"))
+    with pytest.raises(ValueError, match="ring attention"):
+        enable_sequence_parallel(softmax, group)
+    model(torch.randint(1, 20, (2, 6)))  # the group still works after the errors
+
+
+def _mean_pool(rank: int, world_size: int) -> None:
+    group = dist.group.WORLD
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4 * world_size, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    keep = torch.rand(2, 4 * world_size, generator=g) < 0.6
+    keep[0] = False  # a row with nothing real gives zeros
+    ref = (x * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp_min(1)
+    sl = slice(4 * rank, 4 * rank + 4)
+    local = x.detach()[:, sl].clone().requires_grad_()
+    pooled = sp_mean_pool(local, keep[:, sl], group)
+    torch.testing.assert_close(pooled, ref, **TOL)
+    weights = torch.randn(2, 5, generator=g, dtype=torch.float64)
+    (ref * weights).sum().backward()
+    (pooled * weights).sum().backward()  # every rank the same loss: J = G · loss
+    torch.testing.assert_close(local.grad / world_size, x.grad[:, sl], **TOL)
+
+
+SCENARIOS = {
+    "attention_circulant": lambda r, w: _check_attention(r, w, causal=False, method="circulant"),
+    "attention_fourier": lambda r, w: _check_attention(r, w, causal=False, method="fourier", d=7),
+    "attention_causal": lambda r, w: _check_attention(r, w, causal=True, method="auto"),
+    "model_mean_learned": lambda r, w: _check_model(r, w, pooling="mean"),
+    "model_cls_learned": lambda r, w: _check_model(r, w, pooling="cls"),
+    "model_cls_sharded_positions": lambda r, w: _check_model(r, w, shard_positions=True, pooling="cls"),
+    "model_cls_sinusoidal_post_norm": lambda r, w: _check_model(
+        r, w, pooling="cls", pos_embedding="sinusoidal", norm="post"
+    ),
+    "model_causal_mean": lambda r, w: _check_model(r, w, pooling="mean", causal=True),
+    "model_causal_mean_checkpointed": lambda r, w: _check_model(
+        r, w, pooling="mean", causal=True, activation_checkpointing=True
+    ),
+    "mean_pool": _mean_pool,
+    "group_of_one": _group_of_one,
+    "bad_input": _bad_input,
+}
+RUN_ON_FOUR = ("attention_circulant", "attention_causal", "model_cls_learned", "model_causal_mean")
+
+
+def _worker(rank: int, world_size: int, out_dir: str, names: tuple[str, ...]) -> None:
+    torch.manual_seed(0)
+    results: dict[str, str] = {}
+    for name in names:
+        try:
+            SCENARIOS[name](rank, world_size)
+            results[name] = "ok"
+        except Exception:
+            results[name] = traceback.format_exc()
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
+
+
+def _launch(tmp_path_factory, world_size: int, names) -> dict[str, list[str]]:
+    out_dir = tmp_path_factory.mktemp(f"sp{world_size}")
+    error = None
+    try:
+        launch_local(_worker, world_size, (str(out_dir), tuple(names)), timeout_s=240, collective_timeout_s=30)
+    except Exception as err:  # report it in every scenario that did not finish
+        error = f"{type(err).__name__}: {err}"
+    verdicts: dict[str, list[str]] = {name: [] for name in names}
+    for rank in range(world_size):
+        path = out_dir / f"rank{rank}.json"
+        done = json.loads(path.read_text()) if path.exists() else {}
+        for name in names:
+            verdicts[name].append(done.get(name, f"rank {rank} did not finish: {error}"))
+    return verdicts
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    return _launch(tmp_path_factory, 2, tuple(SCENARIOS))
+
+
+@pytest.fixture(scope="module")
+def four_ranks(tmp_path_factory):
+    return _launch(tmp_path_factory, 4, RUN_ON_FOUR)
+
+
+def _assert_ok(verdicts: list[str]) -> None:
+    failures = [f"--- rank {r} ---\n{v}" for r, v in enumerate(verdicts) if v != "ok"]
+    assert not failures, "\n".join(failures)
+
+
+# ----------------------------------------------------------------------------- tests
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_two_ranks_match_one_process(two_ranks, scenario):
+    _assert_ok(two_ranks[scenario])
+
+
+@pytest.mark.parametrize("scenario", RUN_ON_FOUR)
+def test_four_ranks_match_one_process(four_ranks, scenario):
+    _assert_ok(four_ranks[scenario])
+
+
+def _die_in_a_collective(rank: int, world_size: int) -> None:
+    if rank == 1:
+        os._exit(3)
+    dist.all_reduce(torch.ones(1))  # rank 1 never joins
+    time.sleep(60)
+
+
+def test_a_dead_rank_ends_the_job_with_an_error():
+    start = time.monotonic()
+    with pytest.raises(Exception, match=r"exit|terminated|signal|Connection|closed"):
+        launch_local(_die_in_a_collective, 2, timeout_s=60, collective_timeout_s=10)
+    assert time.monotonic() - start < 50
+
+
+def test_without_a_group_everything_is_local():
+    q, k, v, _, mask, _ = _attention_inputs(2, 8, True)
+    for causal in (False, True):
+        torch.testing.assert_close(sp_hrr_attention(q, k, v, mask, causal), hrr_attention(q, k, v, mask, causal))
+    tokens = _model_tokens()
+    assert shard_sequence(tokens, None) == (tokens, 0, 11)
+    model = Hrrformer(_tiny_config())
+    assert enable_sequence_parallel(model, None) is model and model.encoder.sequence_parallel_group is None
+
+
+def test_communicated_bytes_formula():
+    # malware preset: B = 1, h = 8, d = 32, float32; β (8 × 32) and S (8) forward, their gradients backward
+    assert communicated_bytes(1, 8, 32, group=4)["payload"] == 2 * 8 * 33 * 4
+    assert communicated_bytes(1, 8, 32, group=4, method="fourier")["payload"] == 2 * 8 * 35 * 4
+    assert communicated_bytes(1, 8, 32, group=4, causal=True)["payload"] == 5 * 8 * 35 * 4
