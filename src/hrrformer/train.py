@@ -6,6 +6,16 @@ RNG states are checkpointed every epoch (and every ``--save-every`` steps), atom
 ``--resume`` continues exactly where the last checkpoint left off. Under ``torchrun`` the same
 code trains with DistributedDataParallel; rank 0 alone writes logs and checkpoints.
 
+``--sequence-parallel N`` (under torchrun, world size = DP × N) splits every sequence over N
+consecutive ranks, for inputs too long for one device's memory: the N ranks of a group see the
+same batch, each embeds and attends over its contiguous chunk (padded to a multiple of N and
+masked), and HRR attention couples the chunks with an all-reduce of O(batch·heads·head_dim)
+numbers per layer (:mod:`hrrformer.parallel`). The groups split the data as DDP replicas do;
+``--batch-size`` is per group. Gradients: no DDP; after backward one all-reduce over the world
+(:func:`hrrformer.distributed.average_gradients`). Metrics and evaluation count each batch once
+(summed over the data-parallel ranks only). HRR attention and single-document tasks only; the
+learned position table, if any, stays whole (replicated) on every rank and in the checkpoints.
+
 Outputs in RUN_DIR: ``config.json``, ``metrics.jsonl`` (one JSON line per logging step and per
 epoch), ``summary.json``, ``checkpoints/``, and ``model.safetensors`` (final weights).
 """
@@ -26,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -40,8 +51,17 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .data.base import TaskData, collate
-from .distributed import DistInfo, all_reduce_sum, barrier, setup_distributed, teardown_distributed
+from .distributed import (
+    DistInfo,
+    all_reduce_sum,
+    average_gradients,
+    barrier,
+    dp_all_reduce_sum,
+    setup_distributed,
+    teardown_distributed,
+)
 from .model import Hrrformer, HrrformerConfig, HrrformerDualEncoder
+from .parallel import enable_sequence_parallel, shard_sequence
 from .tasks import PRESET_NAMES, TASKS, Preset, get_preset, get_task
 
 __all__ = ["TrainConfig", "TrainingDiverged", "build_model", "evaluate", "load_run", "train"]
@@ -83,6 +103,7 @@ class TrainConfig:
     save_every: int = 0
     max_minutes: float | None = None
     world_size: int = 1
+    sequence_parallel: int = 1
     progress: bool = True
 
 
@@ -100,10 +121,23 @@ def build_model(config: TrainConfig) -> nn.Module:
     return HrrformerDualEncoder(model_config) if config.pair else Hrrformer(model_config)
 
 
-def forward_batch(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
-    """Logits (B, C) for a collated batch of either kind."""
+def forward_batch(
+    model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device, sequence_parallel_group: Any = None
+) -> torch.Tensor:
+    """Logits (B, C) for a collated batch of either kind.
+
+    With ``sequence_parallel_group`` (a model made with ``enable_sequence_parallel``), the model
+    gets this rank's chunk of the (whole, collated) batch: padded to a multiple of the group's
+    size, the padding masked. Two-document batches are not supported then.
+    """
     if "tokens" in batch:
-        return model(batch["tokens"].to(device), batch["mask"].to(device))
+        tokens, mask = batch["tokens"], batch["mask"]
+        if sequence_parallel_group is not None:
+            tokens = shard_sequence(tokens, sequence_parallel_group, dim=1, pad_value=0)[0]
+            mask = shard_sequence(mask, sequence_parallel_group, dim=1, pad_value=True)[0]
+        return model(tokens.to(device), mask.to(device))
+    if sequence_parallel_group is not None:
+        raise ValueError("sequence parallelism does not support two-document (pair) tasks")
     return model(
         batch["tokens_a"].to(device),
         batch["tokens_b"].to(device),
@@ -205,24 +239,29 @@ def evaluate(
     amp: str = "none",
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Accuracy, mean loss, example count and confusion matrix (rows = true class), over all ranks."""
+    """Accuracy, mean loss, example count and confusion matrix (rows = true class), over all ranks.
+
+    Each data-parallel replica (a sequence-parallel group: its ranks evaluate the same examples,
+    each its chunk of them) evaluates every DP-th example; totals are summed over the
+    data-parallel ranks only, so each example counts once.
+    """
     info = info or DistInfo()
     was_training = model.training
     model.eval()
-    indices = list(range(info.rank, len(dataset), info.world_size))
+    indices = list(range(info.dp_rank, len(dataset), info.dp_size))
     batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
     loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate, generator=torch.Generator())
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64)
     loss_sum = torch.zeros((), dtype=torch.float64)
     for batch in tqdm(loader, desc="eval", leave=False, disable=not (progress and info.is_main)):
         with autocast(device, amp):
-            logits = forward_batch(model, batch, device).float()
+            logits = forward_batch(model, batch, device, info.sp_group).float()
         labels = batch["labels"].to(device)
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").double().cpu()
         pred = logits.argmax(-1).cpu()
         confusion.index_put_((batch["labels"], pred), torch.ones(len(pred), dtype=torch.float64), accumulate=True)
-    all_reduce_sum(confusion, info)
-    all_reduce_sum(loss_sum, info)
+    dp_all_reduce_sum(confusion, info)
+    dp_all_reduce_sum(loss_sum, info)
     model.train(was_training)
     n = int(confusion.sum())
     return {
@@ -280,12 +319,13 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, *, resume: bool, overwri
     if config_path.exists() and not resume:
         raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
     if resume and config_path.exists():
-        saved = json.loads(config_path.read_text())
+        saved = {"sequence_parallel": 1, **json.loads(config_path.read_text())}  # runs from before the option
         differences = _config_differences(saved, asdict(config))
         if differences:
             raise ValueError(
                 f"--resume: {config_path} is from another config; differing keys: {'; '.join(differences)}"
             )
+    barrier(info)  # every rank has checked before rank 0 writes: a slow rank must not see the new config.json
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(config_path, json.dumps(asdict(config), indent=2) + "\n")
@@ -297,7 +337,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
     """Train according to ``config`` into ``run_dir``; returns the summary (also in summary.json)."""
     run_dir = Path(run_dir)
     device = resolve_device(config.device)
-    info = setup_distributed(device)
+    check_sequence_parallel(config)
+    info = setup_distributed(device, sequence_parallel=config.sequence_parallel)
     if device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
@@ -307,15 +348,21 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
     data = load_data(config, info)
     config.model.update(vocab_size=data.vocab_size, num_classes=data.num_classes)
     config.pair, config.class_names = data.pair, data.class_names
+    check_sequence_parallel(config)
     prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite, info=info)
 
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     model = build_model(config).to(device)
+    if info.sequence_parallel > 1:
+        enable_sequence_parallel(model, info.sp_group)
+        if info.sp_rank:  # after the (identical) initialisation: each chunk draws its own dropout masks
+            torch.manual_seed(config.seed + 10_007 * info.sp_rank)
     params = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    # One replica per sequence-parallel group: its ranks draw the same batches.
     sampler = DistributedSampler(
-        data.train, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed
+        data.train, num_replicas=info.dp_size, rank=info.dp_rank, shuffle=True, seed=config.seed
     )
     steps_per_epoch = math.ceil(len(sampler) / config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config, steps_per_epoch))
@@ -329,9 +376,12 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
         load_model_state(model, weights, checkpoint)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
+        rng_ranks = state.get("rng_ranks")
+        _set_rng_state(rng_ranks[info.rank] if rng_ranks and len(rng_ranks) == info.world_size else state["rng"])
         step, start_epoch, skip, history = state["step"], state["epoch"], state["batches_done"], state["history"]
-        resumed_sums = state["epoch_sums"] if skip else None
+        # The saved sums are the global ones (all data-parallel ranks): one replica carries them on.
+        if skip:
+            resumed_sums = state["epoch_sums"] if info.dp_rank == 0 else torch.zeros(3, dtype=torch.float64)
         metrics.truncate_after(step)
         if info.is_main:
             print(f"resumed from {checkpoint} (epoch {start_epoch}, step {step})", file=sys.stderr)
@@ -339,7 +389,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
         print(f"--resume: no checkpoint in {run_dir}; starting from scratch", file=sys.stderr)
 
     train_model: nn.Module = model
-    if info.enabled:
+    if info.enabled and info.sequence_parallel == 1:
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
@@ -347,6 +397,12 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
         train_model = torch.compile(train_model)
 
     def save(epoch: int, batches_done: int, epoch_sums: torch.Tensor | None = None) -> None:
+        # Collectives first, on every rank: each rank's RNG (its dropout stream) and the epoch's global sums.
+        rng_ranks = [None] * info.world_size
+        if info.enabled:
+            dist.all_gather_object(rng_ranks, _rng_state())
+        if epoch_sums is not None:
+            epoch_sums = dp_all_reduce_sum(epoch_sums.clone(), info)
         if info.is_main:
             state = {
                 "optimizer": optimizer.state_dict(),
@@ -358,17 +414,21 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
                 "epoch_sums": epoch_sums,
                 "history": history,
             }
+            if info.enabled:
+                state["rng_ranks"] = rng_ranks
             save_checkpoint(run_dir, model.state_dict(), state, step=step)
         barrier(info)
 
     if info.is_main:
+        grid = f" × {info.sequence_parallel} sequence-parallel ranks" if info.sequence_parallel > 1 else ""
         print(
             f"{config.task} [{config.preset}] {config.attention}: {params:,} parameters, "
             f"{len(data.train):,} train / {len(data.val):,} val / {len(data.test) if data.test else 0:,} test examples, "
-            f"global batch {config.batch_size * info.world_size} ({info.world_size} process(es) × {config.batch_size}), "
+            f"global batch {config.batch_size * info.dp_size} ({info.dp_size} replica(s) × {config.batch_size}{grid}), "
             f"device {device}",
             file=sys.stderr,
         )
+        _warn_replicated_positions(config, info)
     train_start = time.perf_counter()
     train_seconds = sum(h["seconds"] for h in history)
     examples_seen = sum(h["examples"] for h in history)
@@ -400,7 +460,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
         )
         for i, batch in enumerate(loader, start=done_before + 1):
             with autocast(device, config.amp):
-                logits = forward_batch(train_model, batch, device).float()
+                logits = forward_batch(train_model, batch, device, info.sp_group).float()
             labels = batch["labels"].to(device)
             loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
             if not torch.isfinite(loss):
@@ -411,8 +471,11 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if info.sequence_parallel > 1:
+                average_gradients(model, info)  # what DDP does otherwise
+            grad_norm = None  # before clipping; the same on every rank (the gradients are reduced)
             if config.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             scheduler.step()
             step += 1
@@ -420,11 +483,11 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
             correct = (logits.argmax(-1) == labels).sum().item()
             sums += torch.tensor([loss.item() * n, correct, n], dtype=torch.float64)
             elapsed = time.perf_counter() - epoch_start
-            rate = (sums[2].item() * info.world_size) / max(elapsed, 1e-9)
+            rate = (sums[2].item() * info.dp_size) / max(elapsed, 1e-9)
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{sums[1].item() / sums[2].item():.3f}", ex_s=f"{rate:.1f}")
             if config.log_every and step % config.log_every == 0:
-                step_stats = all_reduce_sum(torch.tensor([loss.item() * n, correct, n], dtype=torch.float64), info)
+                step_stats = dp_all_reduce_sum(torch.tensor([loss.item() * n, correct, n], dtype=torch.float64), info)
                 metrics.write(
                     {
                         "type": "train",
@@ -433,6 +496,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
                         "loss": step_stats[0].item() / step_stats[2].item(),
                         "accuracy": step_stats[1].item() / step_stats[2].item(),
                         "lr": scheduler.get_last_lr()[0],
+                        "grad_norm": None if grad_norm is None else grad_norm.item(),
                         "examples_per_second": rate,
                     }
                 )
@@ -445,7 +509,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
                     break
         bar.close()
         epoch_seconds = time.perf_counter() - epoch_start
-        totals = all_reduce_sum(sums.clone(), info)
+        totals = dp_all_reduce_sum(sums.clone(), info)
         val = evaluate(
             model,
             data.val,
@@ -508,6 +572,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
         "val_examples": len(data.val),
         "skipped_inputs": data.skipped,
         "world_size": info.world_size,
+        "sequence_parallel": info.sequence_parallel,
         "device": str(device),
         "peak_rss_mb": _peak_rss_mb(),
     }
@@ -521,6 +586,38 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     barrier(info)
     return summary
+
+
+def check_sequence_parallel(config: TrainConfig) -> None:
+    """ValueError for what sequence parallelism does not support (the world size is checked on joining)."""
+    n = config.sequence_parallel
+    if n < 1:
+        raise ValueError(f"--sequence-parallel must be ≥ 1, got {n}")
+    if n == 1:
+        return
+    if config.attention != "hrr":
+        raise ValueError(
+            f"--sequence-parallel {n} needs --attention hrr: softmax attention has no form with O(heads·head_dim) "
+            "communication per layer (it would need ring attention, O(T))"
+        )
+    if config.pair:
+        raise ValueError(
+            f"--sequence-parallel {n} does not support two-document tasks ({config.task}); "
+            "train them with data parallelism only"
+        )
+
+
+def _warn_replicated_positions(config: TrainConfig, info: DistInfo) -> None:
+    model = HrrformerConfig.from_dict(config.model)
+    if info.sequence_parallel == 1 or model.pos_embedding != "learned":
+        return
+    mib = (model.max_len + 1) * model.dim * 4 / 2**20
+    if mib >= 64:
+        print(
+            f"note: the learned position table ({mib:,.0f} MiB) is whole on every rank, with its gradient "
+            "and Adam state, and its gradient is all-reduced every step; --pos-embedding sinusoidal has no table",
+            file=sys.stderr,
+        )
 
 
 def _peak_rss_mb() -> float:
@@ -557,7 +654,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attention", default="hrr", choices=["hrr", "softmax"])
     for flag, kind in (("--layers", int), ("--dim", int), ("--heads", int), ("--mlp-dim", int), ("--max-len", int)):
         parser.add_argument(flag, type=kind)
-    parser.add_argument("--batch-size", type=int, help="per process")
+    parser.add_argument("--batch-size", type=int, help="per process (per sequence-parallel group)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--dropout", type=float)
@@ -578,6 +675,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-minutes",
         type=float,
         help="training time budget: stop after the step that crosses it, then validate and test",
+    )
+    parser.add_argument(
+        "--sequence-parallel",
+        type=int,
+        default=1,
+        metavar="N",
+        help="split each sequence over N consecutive ranks (torchrun; world size a multiple of N): "
+        "for inputs too long for one device; HRR attention, single-document tasks",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -617,6 +722,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         "activation_checkpointing": args.activation_checkpointing,
     }
     HrrformerConfig(**model)  # validate shapes early, before any data is read
+    if args.sequence_parallel != 1:
+        check_sequence_parallel(TrainConfig(attention=args.attention, sequence_parallel=args.sequence_parallel))
     return TrainConfig(
         task=args.task,
         preset=args.preset,
@@ -636,6 +743,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         log_every=args.log_every,
         save_every=args.save_every,
         max_minutes=preset.max_minutes,
+        sequence_parallel=args.sequence_parallel,
         progress=not args.no_progress,
     )
 
