@@ -14,13 +14,13 @@ so output t depends on no position after t.
 Because |a_t| ≤ 1, exp(a_t) lies in [1/e, e] and the softmax needs no max subtraction; a row
 whose positions are all padding returns zeros.
 
-Range: the cosine is computed with ‖x‖_ε = sqrt(‖x‖² + ε²), ε = :data:`COSINE_EPS`, and the fast
-forms first divide each of q, k and v by a power of two per (batch, head) so that its largest
-magnitude is at most 1 (ε is scaled alike). Power-of-two scaling is exact in floating point, so
+Range: the cosine is computed with ‖x‖_ε = sqrt(‖x‖² + ε²), ε = :data:`COSINE_EPS`. Where the
+largest magnitude of q, k or v in a (batch, head) is too large for T and d (float32, T = 1024,
+d = 64: above 2^11; the plain formula's ‖v̂‖² overflows from about 1e5), the fast forms divide
+that tensor by a power of two first, ε alike. Power-of-two scaling is exact in floating point, so
 the scores are bit for bit those of the unscaled formula wherever that one neither overflows nor
-underflows, and every finite input gives finite outputs and gradients (in float32, ‖v̂‖²
-otherwise overflows from |q|, |k|, |v| ≈ 1e5). The output w·v keeps v's own scale. Vectors whose
-norm is far below ε (say 1e-30) score a ≈ 0: their weights are uniform over real positions.
+underflows, and every finite input gives finite outputs. The output w·v keeps v's own scale.
+Vectors whose norm is far below ε (say 1e-30) score a ≈ 0: their weights are uniform.
 
 Three exact formulations of the same numbers live here:
 
@@ -36,6 +36,7 @@ Three exact formulations of the same numbers live here:
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -143,17 +144,33 @@ def _inv_norm(x: torch.Tensor, eps2: torch.Tensor) -> torch.Tensor:
 _FLOAT_BITS = {torch.float32: (torch.int32, 23, 127), torch.float64: (torch.int64, 52, 1023)}
 
 
-def _downscale(x: torch.Tensor) -> torch.Tensor:
-    """A power of two s ≤ 1 per (batch, head), (B, h, 1, 1), with max|s·x| ≤ 1 (s = 1 when it already is).
+def _safe_exponent(dtype: torch.dtype, t: int, d: int) -> int:
+    """The largest E such that |q|, |k|, |v| ≤ 2^E keeps every intermediate finite, for length t
+    and head size d: |β| ≤ t d |k||v|, |v̂| ≤ t d² |q||k||v|, so ‖v̂‖² ≤ t² d⁵ (|q||k||v|)² (and
+    the Fourier form's |F(q)|²|B|² ≤ t² d⁶ (…)²) must stay below the dtype's largest power of two."""
+    room = _FLOAT_BITS[dtype][2] - 3 - 2 * math.log2(max(t, 1)) - 6 * math.log2(max(d, 1))  # max = 2^(bias+1)
+    return max(0, math.floor(room / 6))
+
+
+def _downscale(x: torch.Tensor, exponent: int) -> torch.Tensor:
+    """A power of two s ≤ 1 per (batch, head), (B, h, 1, 1), with max|s·x| ≤ 2^exponent; s = 1
+    where that holds already (so ordinary inputs are not touched at all).
 
     Built from the exponent bits of max|x| (no log, no pow: exactly a power of two). Multiplying
     by it is exact, so scores computed from s·x with ε scaled alike equal the unscaled ones.
     """
-    amax = torch.linalg.vector_norm(x.detach(), ord=float("inf"), dim=(-2, -1), keepdim=True)
+    x = x.detach()
+    amax = torch.maximum(x.amax(dim=(-2, -1), keepdim=True), x.amin(dim=(-2, -1), keepdim=True).neg_())
     int_dtype, mantissa, bias = _FLOAT_BITS[x.dtype]
     biased = (amax.view(int_dtype) >> mantissa) & (2 * bias + 1)  # max|x| < 2^(biased − bias + 1)
-    shift = (biased - (bias - 1)).clamp_(0, bias - 1)  # s = 2^−shift, a normal number
+    shift = (biased - (bias - 1) - exponent).clamp_(0, bias - 1)  # s = 2^−shift, a normal number
     return ((bias - shift) << mantissa).view(x.dtype)
+
+
+def _downscales(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(s_q, s_k, s_v) of :func:`_downscale` for this length and head size."""
+    exponent = _safe_exponent(q.dtype, q.shape[-2], q.shape[-1])
+    return _downscale(q, exponent), _downscale(k, exponent), _downscale(v, exponent)
 
 
 def _scaled_eps2(eps: float, dtype: torch.dtype, *scales: torch.Tensor) -> torch.Tensor:
@@ -176,46 +193,47 @@ class _CirculantHrrAttention(torch.autograd.Function):
               ∂L/∂v = w g + g_a (r_v̂ r_v v̂ − a r_v² v) + (m⊙K) G,
               ∂L/∂q = (∂L/∂v̂) Cᵀ,  ∂L/∂β = diagsum(Qᵀ ∂L/∂v̂),  G = hankel(∂L/∂β),
               ∂L/∂k = m ⊙ (V Gᵀ).
-    Only q, k, v, C and four (B, h, T) vectors are kept; V̂ is recomputed in backward (one
-    matrix multiply) instead of stored. Full-size temporaries are updated in place, since on
-    CPUs a fresh large tensor costs more in page faults than the arithmetic on it.
+    The scores are computed from q' = s_q q, k' = s_k k, v' = s_v v (exact powers of two, see
+    :func:`_downscale`); s_k rides on the mask, s_q on the d×d matrix C, so only v' is a new
+    full-size tensor. Only q, k, v', C and four (B, h, T) vectors are kept; V̂ is recomputed in
+    backward (one matrix multiply) instead of stored. Full-size temporaries are updated in place,
+    since on CPUs a fresh large tensor costs more in page faults than the arithmetic on it.
     """
 
     @staticmethod
     def forward(ctx, q, k, v, keep, eps: float):  # q, k, v (B, h, T, d); keep (B, 1, T) or None
-        s_q, s_k, s_v = _downscale(q), _downscale(k), _downscale(v)  # (B, h, 1, 1), exact powers of two
-        q_, k_, v_ = q * s_q, k * s_k, v * s_v  # the scores use these; the output uses v itself
-        km = k_ if keep is None else k_ * keep[..., None]  # (B, h, T, d)
-        circ = _hankel(_wrapped_diagonal_sums(km.transpose(-1, -2) @ v_))  # (B, h, d, d)
-        vhat = q_ @ circ  # (B, h, T, d), scaled by s_q s_k s_v
-        r_vhat = _inv_norm(vhat, _scaled_eps2(eps, q_.dtype, s_q, s_k, s_v))  # (B, h, T)
-        r_v = _inv_norm(v_, _scaled_eps2(eps, q_.dtype, s_v))  # (B, h, T)
-        a = _rowdot(vhat, v_) * r_vhat * r_v  # (B, h, T)
+        s_q, s_k, s_v = _downscales(q, k, v)  # (B, h, 1, 1)
+        v_ = v * s_v  # v' (B, h, T, d)
+        km = k * (s_k if keep is None else keep[..., None] * s_k)  # m ⊙ k' (B, h, T, d)
+        circ = _hankel(_wrapped_diagonal_sums(km.transpose(-1, -2) @ v_))  # C' = s_k s_v C (B, h, d, d)
+        vhat = q @ (circ * s_q)  # v̂' = s_q s_k s_v v̂ (B, h, T, d)
+        r_vhat = _inv_norm(vhat, _scaled_eps2(eps, q.dtype, s_q, s_k, s_v))  # (B, h, T)
+        r_v = _inv_norm(v_, _scaled_eps2(eps, q.dtype, s_v))  # (B, h, T)
+        a = _rowdot(vhat, v_) * r_vhat * r_v  # (B, h, T), the same as unscaled
         del vhat
         w = _cosine_softmax(a, keep, causal=False)  # (B, h, T)
-        ctx.save_for_backward(q_, k_, v_, keep, circ, a, w, r_vhat, r_v, s_q, s_k, s_v)
+        ctx.save_for_backward(q, k, v_, keep, circ, a, w, r_vhat, r_v, s_q, s_k, s_v)
         return w[..., None] * v  # (B, h, T, d)
 
     @staticmethod
     def backward(ctx, g_out):
-        # Everything below is in the scaled variables q_ = s_q q, k_ = s_k k, v_ = s_v v; the chain
-        # rule through those scalings multiplies each score gradient by its (exact) factor.
-        q, k, v, keep, circ, a, w, r_vhat, r_v, s_q, s_k, s_v = ctx.saved_tensors
-        g_w = _rowdot(g_out, v) / s_v[..., 0]  # (B, h, T): ⟨g, v⟩ with the unscaled v
+        # In the scaled variables (primes); ∂L/∂x = s_x ∂L/∂x', with each s_x folded into a small factor.
+        q, k, v_, keep, circ, a, w, r_vhat, r_v, s_q, s_k, s_v = ctx.saved_tensors
+        g_w = _rowdot(g_out, v_) / s_v[..., 0]  # ⟨g, v⟩ (B, h, T)
         g_a = w * (g_w - (w * g_w).sum(-1, keepdim=True))  # (B, h, T)
-        g_num = (g_a * r_vhat * r_v)[..., None]  # (B, h, T, 1)
-        vhat = q @ circ  # (B, h, T, d) recomputed rather than stored
-        g_v = (g_num * vhat).addcmul_((g_a * a * r_v.square())[..., None], v, value=-1)  # score part
-        g_vhat = vhat.mul_((g_a * a * r_vhat.square()).neg_()[..., None]).addcmul_(g_num, v)  # in place of vhat
-        g_q = (g_vhat @ circ.transpose(-1, -2)).mul_(s_q)  # (B, h, T, d)
-        g_mkv = _hankel(_wrapped_diagonal_sums(q.transpose(-1, -2) @ g_vhat))  # (B, h, d, d)
-        del g_vhat
-        km = k if keep is None else k * keep[..., None]
-        g_v += km @ g_mkv
-        g_v.mul_(s_v).addcmul_(w[..., None], g_out)  # + the output's own term w g
-        g_k = (v @ g_mkv.transpose(-1, -2)).mul_(s_k)  # (B, h, T, d)
-        if keep is not None:
-            g_k *= keep[..., None]
+        g_num = g_a * r_vhat * r_v  # (B, h, T)
+        vhat = q @ (circ * s_q)  # v̂' (B, h, T, d), recomputed rather than stored
+        g_v = (g_num[..., None] * vhat).addcmul_((g_a * a * r_v.square())[..., None], v_, value=-1)  # ∂L/∂v' (score)
+        # h = s_q ∂L/∂v̂', in place of v̂': then ∂L/∂q = h C'ᵀ and qᵀh = q'ᵀ ∂L/∂v̂'.
+        s_q1 = s_q[..., 0]
+        h = vhat.mul_((g_a * a * r_vhat.square() * s_q1).neg_()[..., None]).addcmul_((g_num * s_q1)[..., None], v_)
+        g_q = h @ circ.transpose(-1, -2)  # (B, h, T, d)
+        g_mkv = _hankel(_wrapped_diagonal_sums(q.transpose(-1, -2) @ h))  # G' (B, h, d, d)
+        del h
+        coef_k = s_k if keep is None else keep[..., None] * s_k  # m s_k, (B, h or 1, T or 1, 1)
+        g_v += (k * coef_k) @ g_mkv  # + (m⊙k') G'
+        g_v.mul_(s_v).addcmul_(w[..., None], g_out)  # ∂L/∂v = s_v ∂L/∂v' + w g
+        g_k = (v_ @ g_mkv.transpose(-1, -2)).mul_(coef_k)  # ∂L/∂k = s_k m ⊙ (v' G'ᵀ)
         return g_q, g_k, g_v, None, None
 
 
@@ -228,7 +246,7 @@ def _fourier_scores(
     q, k and v are first scaled by exact powers of two (see :func:`_downscale`), ε alike.
     """
     d = q.shape[-1]
-    s_q, s_k, s_v = _downscale(q), _downscale(k), _downscale(v)  # (B, h, 1, 1)
+    s_q, s_k, s_v = _downscales(q, k, v)  # (B, h, 1, 1)
     q, k, v = q * s_q, k * s_k, v * s_v
     qf, kf, vf = (torch.fft.rfft(x, dim=-1) for x in (q, k, v))  # (B, h, T, F), F = d//2 + 1
     bound = kf * vf
@@ -242,7 +260,29 @@ def _fourier_scores(
     vhat_norm2 = ((qf.real.square() + qf.imag.square()) * beta_abs2) @ weight  # ‖v̂‖² (B, h, T)
     v_norm2 = v.square().sum(-1)
     eps2_vhat, eps2_v = _scaled_eps2(eps, q.dtype, s_q, s_k, s_v), _scaled_eps2(eps, q.dtype, s_v)
-    return num * torch.rsqrt(vhat_norm2 + eps2_vhat) * torch.rsqrt(v_norm2 + eps2_v)
+    return _Cosine.apply(num, vhat_norm2, v_norm2, eps2_vhat, eps2_v)
+
+
+class _Cosine(torch.autograd.Function):
+    """a = num · r₁ · r₂ with r_i = (n_i + e_i)^(-1/2), on (B, h, T) vectors.
+
+    The backward forms ∂a/∂n_i = −a r_i² / 2 directly: autograd's chain through r_i would first
+    form num · r₂ (up to ‖v̂‖) times the upstream gradient (up to |v|), which overflows for large
+    inputs even where every true gradient is finite.
+    """
+
+    @staticmethod
+    def forward(ctx, num, n1, n2, e1, e2):
+        r1, r2 = torch.rsqrt(n1 + e1), torch.rsqrt(n2 + e2)
+        a = num * r1 * r2
+        ctx.save_for_backward(a, r1, r2)
+        return a
+
+    @staticmethod
+    def backward(ctx, g):
+        a, r1, r2 = ctx.saved_tensors
+        g_n = g * a * -0.5  # |a| ≤ 1
+        return g * r1 * r2, g_n * r1.square(), g_n * r2.square(), None, None
 
 
 # ----------------------------------------------------------------------------- public functions
@@ -266,6 +306,14 @@ def hrr_attention(
 
     Returns:
         (B, h, T, d): ``w_t · v_t`` in the dtype of q.
+
+    Range: finite for every finite input. Where q, k or v is too large for the dtype, T and d,
+    it is divided by a power of two per (batch, head) before scoring (exact, so the numbers are
+    those of the plain formula wherever it does not overflow); float32 inputs as large as 1e36
+    give finite outputs and gradients (with unit upstream gradients), where the plain formula
+    overflows from about 1e5. Vectors far shorter than :data:`COSINE_EPS` (e.g. 1e-30) score 0,
+    so their weights are uniform; zero vectors give zero output and finite gradients. NaN or
+    infinite inputs give NaN outputs.
     """
     _check_attention_inputs(q, k, v, key_padding_mask)
     if method not in ("auto", "circulant", "fourier"):

@@ -3,15 +3,21 @@
 Each file is read as bytes (gzip decompressed on the fly, never executed), cut to the run's
 ``max_len`` as in training, and turned into tokens byte + 1. One line per file with the class
 probabilities; the output says when a file was truncated. Files are processed in batches, so
-memory stays bounded however many files are given.
+memory stays bounded however many files are given; ``--files-from LIST`` (``-``: standard
+input) reads the paths, one per line, as they are needed. A file that cannot be read (missing,
+a directory or FIFO, empty, corrupt gzip) gets an error line of its own and the others go on;
+the exit status is then 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import itertools
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 
 import torch
 
@@ -36,16 +42,18 @@ def _read(path: str, max_len: int) -> tuple[torch.Tensor | None, bool, str | Non
 
 def predict_files(
     model: torch.nn.Module,
-    files: Sequence[str],
+    files: Iterable[str],
     *,
     max_len: int,
     class_names: list[str],
     batch_size: int,
     device: torch.device,
 ) -> Iterator[dict]:
-    """One result dict per file, in order: file, probabilities by class, prediction, truncated, or error."""
-    for start in range(0, len(files), batch_size):
-        chunk = files[start : start + batch_size]
+    """One result dict per file, in order: file, probabilities by class, prediction, truncated, or error.
+
+    ``files`` is consumed ``batch_size`` at a time, so it may be a lazy stream of any length."""
+    files = iter(files)
+    while chunk := list(itertools.islice(files, batch_size)):
         read = [_read(path, max_len) for path in chunk]
         good = [i for i, (tokens, _, _) in enumerate(read) if tokens is not None]
         probs = None
@@ -68,15 +76,41 @@ def predict_files(
             }
 
 
+def _paths_from(list_file) -> Iterator[str]:
+    """Non-blank lines of a text stream, without their line ends."""
+    for line in list_file:
+        path = line.rstrip("\r\n")
+        if path.strip():
+            yield path
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="a run directory written by `hrrformer train` (task text or binaries)")
-    parser.add_argument("files", nargs="+", help="files to classify")
+    parser.add_argument("files", nargs="*", help="files to classify")
+    parser.add_argument(
+        "--files-from", metavar="LIST", help="also classify the files listed in LIST, one path per line ('-': stdin)"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
+def _open_list(name: str, stack: contextlib.ExitStack):
+    """The path list ``name`` ('-': stdin) as text, file names decoded as the OS does for argv."""
+    encoding = sys.getfilesystemencoding()
+    if name != "-":
+        return stack.enter_context(open(name, encoding=encoding, errors="surrogateescape"))
+    if getattr(sys.stdin, "buffer", None) is None:
+        return sys.stdin
+    wrapper = io.TextIOWrapper(sys.stdin.buffer, encoding=encoding, errors="surrogateescape")
+    stack.callback(wrapper.detach)  # leave stdin open
+    return wrapper
+
+
 def run(args: argparse.Namespace) -> int:
+    if not args.files and args.files_from is None:
+        print("hrrformer predict: give files to classify, or --files-from LIST", file=sys.stderr)
+        return 2
     device = resolve_device(args.device)
     try:
         config, model = load_run(args.run_dir, device)
@@ -88,12 +122,31 @@ def run(args: argparse.Namespace) -> int:
         return 1
     max_len = config.model["max_len"]
     class_names = config.class_names or [str(i) for i in range(config.model["num_classes"])]
+    with contextlib.ExitStack() as stack:
+        files: Iterable[str] = args.files
+        if args.files_from is not None:
+            try:
+                listed = _open_list(args.files_from, stack)
+            except OSError as e:
+                print(f"hrrformer predict: {args.files_from}: cannot read ({e.strerror or e})", file=sys.stderr)
+                return 1
+            files = itertools.chain(args.files, _paths_from(listed))
+        return _print_results(
+            predict_files(
+                model, files, max_len=max_len, class_names=class_names, batch_size=args.batch_size, device=device
+            ),
+            args.json,
+            max_len,
+        )
+
+
+def _print_results(results: Iterator[dict], as_json: bool, max_len: int) -> int:
+    if hasattr(sys.stdout, "reconfigure"):  # file names that are not UTF-8 are written back as their bytes
+        sys.stdout.reconfigure(errors="surrogateescape")
     failures = 0
-    for result in predict_files(
-        model, args.files, max_len=max_len, class_names=class_names, batch_size=args.batch_size, device=device
-    ):
+    for result in results:
         failures += "error" in result
-        if args.json:
+        if as_json:
             print(json.dumps(result))
         elif "error" in result:
             print(f"{result['file']}\terror: {result['error']}")

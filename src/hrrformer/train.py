@@ -49,6 +49,7 @@ from .checkpoint import (
     load_checkpoint,
     load_model_state,
     save_checkpoint,
+    save_weights,
 )
 from .data.base import TaskData, collate
 from .distributed import (
@@ -282,7 +283,13 @@ class MetricsLog:
         """Drop lines logged after ``step`` (work a resumed run will redo)."""
         if not (self.enabled and self.path.exists()):
             return
-        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue  # a line torn by a kill mid-write: the resumed run rewrites what it held
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
@@ -364,6 +371,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
     sampler = DistributedSampler(
         data.train, num_replicas=info.dp_size, rank=info.dp_rank, shuffle=True, seed=config.seed
     )
+    if len(data.train) == 0:
+        raise ValueError(f"{config.data}: the train split is empty")
     steps_per_epoch = math.ceil(len(sampler) / config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config, steps_per_epoch))
     metrics = MetricsLog(run_dir / "metrics.jsonl", info.is_main)
@@ -374,11 +383,14 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
     if checkpoint is not None:
         weights, state = load_checkpoint(checkpoint)
         load_model_state(model, weights, checkpoint)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        rng_ranks = state.get("rng_ranks")
-        _set_rng_state(rng_ranks[info.rank] if rng_ranks and len(rng_ranks) == info.world_size else state["rng"])
-        step, start_epoch, skip, history = state["step"], state["epoch"], state["batches_done"], state["history"]
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            rng_ranks = state.get("rng_ranks")
+            _set_rng_state(rng_ranks[info.rank] if rng_ranks and len(rng_ranks) == info.world_size else state["rng"])
+            step, start_epoch, skip, history = state["step"], state["epoch"], state["batches_done"], state["history"]
+        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise CheckpointError(f"{checkpoint}: trainer state is incomplete or from another run ({e!r})") from None
         # The saved sums are the global ones (all data-parallel ranks): one replica carries them on.
         if skip:
             resumed_sums = state["epoch_sums"] if info.dp_rank == 0 else torch.zeros(3, dtype=torch.float64)
@@ -386,6 +398,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
         if info.is_main:
             print(f"resumed from {checkpoint} (epoch {start_epoch}, step {step})", file=sys.stderr)
     elif resume and info.is_main:
+        metrics.truncate_after(0)  # lines of an attempt killed before its first checkpoint
         print(f"--resume: no checkpoint in {run_dir}; starting from scratch", file=sys.stderr)
 
     train_model: nn.Module = model
@@ -577,12 +590,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
         "peak_rss_mb": _peak_rss_mb(),
     }
     if info.is_main:
-        from safetensors.torch import save_file
-
-        save_file(
-            {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(run_dir / ".model.tmp")
-        )
-        os.replace(run_dir / ".model.tmp", run_dir / "model.safetensors")
+        save_weights(run_dir / "model.safetensors", model.state_dict())
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     barrier(info)
     return summary
@@ -635,7 +643,10 @@ def load_run(run_dir: str | Path, device: torch.device | None = None) -> tuple[T
     config_path = run_dir / "config.json"
     if not config_path.exists():
         raise ValueError(f"{run_dir}: not a run directory (no config.json)")
-    config = TrainConfig(**json.loads(config_path.read_text()))
+    try:
+        config = TrainConfig(**json.loads(config_path.read_text()))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{config_path}: not a config written by this version of hrrformer ({e})") from None
     model = build_model(config)
     final = run_dir / "model.safetensors"
     source = final if final.exists() else latest_checkpoint(run_dir)
@@ -757,7 +768,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or f"runs/{config.task}-{config.preset}-{config.attention}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         summary = train(config, out, resume=args.resume, overwrite=args.overwrite)
-    except (ValueError, CheckpointError, TrainingDiverged) as e:
+    except (ValueError, CheckpointError, TrainingDiverged, OSError) as e:
         print(f"hrrformer train: {e}", file=sys.stderr)
         return 1
     finally:

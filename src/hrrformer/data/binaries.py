@@ -92,9 +92,22 @@ def _read_manifest(manifest: Path, bad: BadInputs) -> tuple[list[Path], list[str
                 files.append(manifest.parent / file)  # an absolute path stays as it is
                 labels.append(label)
                 splits.append(split)
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+    except UnicodeDecodeError as e:
+        raise DataError(f"{_first_undecodable(manifest)}: the CSV manifest is not UTF-8 ({e.reason})") from e
+    except (OSError, csv.Error) as e:
         raise DataError(f"{manifest}: cannot read the CSV manifest ({e})") from e
     return files, labels, splits
+
+
+def _first_undecodable(manifest: Path) -> str:
+    """``path:line`` of the first line of ``manifest`` that is not UTF-8 (for the error message)."""
+    with open(manifest, "rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return f"{manifest}:{lineno}"
+    return str(manifest)
 
 
 def _class_indices(raw: list[str]) -> tuple[list[int], list[str] | None]:
@@ -108,8 +121,10 @@ def _class_indices(raw: list[str]) -> tuple[list[int], list[str] | None]:
 
 def _check_file(path: Path, bad: BadInputs) -> bool:
     """Whether ``path`` is a readable, non-empty regular file (else report it)."""
-    if not path.is_file():
+    if not path.exists():
         bad("missing file", f"{path}: file not found")
+    elif not path.is_file():
+        bad("not a regular file", f"{path}: not a regular file (a directory, FIFO, socket or device)")
     elif not os.access(path, os.R_OK):
         bad("unreadable file", f"{path}: not readable")
     elif path.stat().st_size == 0:
@@ -137,9 +152,10 @@ def load(
 ) -> TaskData:
     """Load a class-folder tree or CSV manifest of files at ``path`` (read lazily, bytes + 1).
 
-    ``limit`` keeps a seeded sample of each split. Missing, unreadable and zero-length files
-    (checked now, for the kept sample) raise DataError, or with ``skip_bad`` are skipped and
-    counted; a file that vanishes later raises DataError naming it when it is read.
+    ``limit`` keeps a seeded sample of each split. Missing, unreadable, zero-length and
+    non-regular files (checked now, for the kept sample) raise DataError, or with ``skip_bad``
+    are skipped and counted; a file that vanishes or changes later raises DataError naming it
+    when it is read.
     """
     check_options(val_fraction=val_fraction, test_fraction=test_fraction, limit=limit)
     max_len = max_len or MAX_LEN

@@ -27,6 +27,7 @@ __all__ = [
     "decode_bytes",
     "parse_label",
     "rng_for",
+    "shorten",
     "split_indices",
     "standard_splits",
 ]
@@ -203,15 +204,27 @@ def standard_splits(
     }
 
 
+def shorten(text: bytes | str, limit: int = 40) -> str:
+    """``repr`` of at most ``limit`` characters of ``text`` (bytes decoded with replacement), for
+    messages about input that may be huge or binary; notes the full length when cut."""
+    unit = "bytes" if isinstance(text, bytes) else "characters"
+    length = len(text)
+    if isinstance(text, bytes):
+        text = text[: limit * 4].decode("utf-8", errors="replace")
+    return repr(text[:limit]) + (f"… ({length:,} {unit})" if length > limit else "")
+
+
 def parse_label(field: bytes | str, num_classes: int) -> int:
     """A class index written as an integer (``3``) or an integral float (``3.0``); ValueError otherwise."""
-    text = field.decode("ascii", errors="replace") if isinstance(field, bytes) else field
+    text = (field.decode("ascii", errors="replace") if isinstance(field, bytes) else field).strip()
     try:
+        if len(text) > 64:  # no number is this long; float() of a huge field would be slow
+            raise ValueError
         value = float(text)
     except ValueError:
-        raise ValueError(f"label {text.strip()!r} is not a number") from None
+        raise ValueError(f"label {shorten(text)} is not a number") from None
     if not value.is_integer() or not 0 <= value < num_classes:
-        raise ValueError(f"label {text.strip()!r} is not an integer in [0, {num_classes})")
+        raise ValueError(f"label {shorten(text)} is not an integer in [0, {num_classes})")
     return int(value)
 
 

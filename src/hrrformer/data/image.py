@@ -173,8 +173,9 @@ def load(
     """
     check_options(val_fraction=val_fraction, limit=limit)
     max_len = min(max_len or image_size**2, image_size**2)
-    batches, images, roots = {}, [], set()
-    for name, content in iter_tree(path, lambda n: bool(_BATCH.match(n) or _IMAGE.match(n)), expected=EXPECTED):
+    batches, images, roots, bad = {}, [], set(), BadInputs(skip_bad)
+    select = lambda n: bool(_BATCH.match(n) or _IMAGE.match(n))  # noqa: E731
+    for name, content in iter_tree(path, select, expected=EXPECTED, bad=bad):
         if match := _BATCH.match(name):
             batches[name] = content
         else:
@@ -190,7 +191,7 @@ def load(
         raise DataError(f"{path}: no CIFAR batches or images found (expected {EXPECTED})")
     test_labels = None if pools["test"] is None else pools["test"].labels
     chosen = standard_splits(pools["train"].labels, test_labels, seed=seed, val_fraction=val_fraction, limit=limit)
-    bad, splits = BadInputs(skip_bad), {}
+    splits = {}
     for split, indices in chosen.items():
         if indices is not None:
             pixels, labels = pools["test" if split == "test" else "train"].gray(indices, bad)

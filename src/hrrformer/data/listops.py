@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import DataError, TaskData, TokenDataset
-from .common import BadInputs, Packed, check_options, parse_label
+from .common import BadInputs, Packed, check_options, parse_label, shorten
 from .files import iter_rows, require_path
 
 __all__ = ["FILES", "MAX_LEN", "VOCAB", "decode", "load", "tokenize"]
@@ -49,7 +49,7 @@ def tokenize(source: bytes) -> np.ndarray:
         if len(joined) == len(tokens) and not (ids == 255).any():
             return ids
     unknown = next(t for t in _preprocess(source).split() if t not in _INDEX)
-    raise ValueError(f"unknown ListOps token {unknown.decode(errors='replace')!r}")
+    raise ValueError(f"unknown ListOps token {shorten(unknown)}")
 
 
 def decode(tokens: Sequence[int]) -> str:

@@ -60,7 +60,7 @@ def read_aclimdb(path: str | Path, bad: BadInputs, *, max_bytes: int, with_urls:
     def cap(name: str) -> int | None:
         return max_bytes if _REVIEW.match(name) else None  # URL lists are read whole
 
-    for name, content in iter_tree(path, select, expected=EXPECTED, max_bytes=cap):
+    for name, content in iter_tree(path, select, expected=EXPECTED, max_bytes=cap, bad=bad):
         match = _REVIEW.match(name)
         if match is None:
             match = _URLS.match(name)
