@@ -58,7 +58,7 @@ def plot_runs(run_dirs: list[str], out: str | Path) -> Path:
         ax.grid(alpha=0.3)
     for ax in axes[1]:
         ax.set_xlabel("epoch")
-    axes[0, 0].legend(fontsize=8)
+    axes[1, 1].legend(fontsize=8)  # epoch records exist for every run
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
