@@ -62,6 +62,8 @@ def _check_attention(rank: int, world_size: int, causal: bool, method: str, d: i
         out = sp_hrr_attention(*local, local_mask, causal=causal, group=group, method=method)
         (out * grad[:, :, sl]).sum().backward()  # Σ over ranks of these losses = the reference loss
         torch.testing.assert_close(out, ref[:, :, sl], **TOL)
+        via_group = hrr_attention(*(x.detach() for x in local), local_mask, causal=causal, method=method, group=group)
+        torch.testing.assert_close(via_group, out.detach(), rtol=0, atol=0)  # hrr_attention(group=...) dispatches
         for name, a, b in zip("qkv", local, full):
             torch.testing.assert_close(a.grad, b.grad[:, :, sl], **TOL, msg=f"grad {name}, mask={with_mask}")
 

@@ -293,6 +293,7 @@ def hrr_attention(
     key_padding_mask: torch.Tensor | None = None,
     causal: bool = False,
     method: Method = "auto",
+    group=None,
 ) -> torch.Tensor:
     """HRR attention with the calling convention of ``F.scaled_dot_product_attention``.
 
@@ -303,6 +304,9 @@ def hrr_attention(
         causal: β and the softmax normaliser run over positions ≤ t only.
         method: ``"circulant"`` (matrix form, non-causal only), ``"fourier"`` (Parseval form),
             or ``"auto"``: circulant unless causal.
+        group: a ``torch.distributed`` process group over which the sequence is split (each rank
+            holds a contiguous chunk, in rank order): β and the softmax normaliser are
+            all-reduced, O(h·d) numbers per call; see :func:`hrrformer.parallel.sp_hrr_attention`.
 
     Returns:
         (B, h, T, d): ``w_t · v_t`` in the dtype of q.
@@ -315,6 +319,10 @@ def hrr_attention(
     so their weights are uniform; zero vectors give zero output and finite gradients. NaN or
     infinite inputs give NaN outputs.
     """
+    if group is not None:
+        from .parallel import sp_hrr_attention
+
+        return sp_hrr_attention(q, k, v, key_padding_mask, causal, group=group, method=method)
     _check_attention_inputs(q, k, v, key_padding_mask)
     if method not in ("auto", "circulant", "fourier"):
         raise ValueError(f"method must be 'auto', 'circulant' or 'fourier', got {method!r}")
