@@ -442,6 +442,18 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
             file=sys.stderr,
         )
         _warn_replicated_positions(config, info)
+
+    def evaluate_split(dataset: Dataset) -> dict[str, Any]:
+        return evaluate(
+            model,
+            dataset,
+            batch_size=config.batch_size,
+            device=device,
+            num_classes=data.num_classes,
+            info=info,
+            amp=config.amp,
+        )
+
     train_start = time.perf_counter()
     train_seconds = sum(h["seconds"] for h in history)
     examples_seen = sum(h["examples"] for h in history)
@@ -523,15 +535,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
         bar.close()
         epoch_seconds = time.perf_counter() - epoch_start
         totals = dp_all_reduce_sum(sums.clone(), info)
-        val = evaluate(
-            model,
-            data.val,
-            batch_size=config.batch_size,
-            device=device,
-            num_classes=data.num_classes,
-            info=info,
-            amp=config.amp,
-        )
+        val = evaluate_split(data.val)
         record = {
             "type": "epoch",
             "step": step,
@@ -558,15 +562,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
 
     test = None
     if data.test is not None and len(data.test):
-        test = evaluate(
-            model,
-            data.test,
-            batch_size=config.batch_size,
-            device=device,
-            num_classes=data.num_classes,
-            info=info,
-            amp=config.amp,
-        )
+        test = evaluate_split(data.test)
     summary = {
         "task": config.task,
         "preset": config.preset,

@@ -32,13 +32,11 @@ the flat prefix sequence ``[MAX 2 9 ]``. Files are LRA's: ``basic_train.tsv``,
 Determinism: everything is drawn from one ``random.Random(seed)``, so the same arguments
 give byte-identical files.
 
-Command line: ``python -m hrrformer.data.listops_gen OUT_DIR [--train N --val N --test N
---seed S --min-len L --max-len L]``.
+Command line: ``hrrformer data listops --out DIR [--train N --val N --test N --seed S]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import random
@@ -240,32 +238,3 @@ def generate_listops(
         for path in tmp_paths.values():
             path.unlink(missing_ok=True)
     return {**counts, "sampled": sampled, "duplicates": duplicates, "seconds": time.perf_counter() - start}
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m hrrformer.data.listops_gen", description=__doc__.split("\n")[0])
-    p.add_argument("out_dir")
-    p.add_argument("--train", type=int, default=96_000)
-    p.add_argument("--val", type=int, default=2_000)
-    p.add_argument("--test", type=int, default=2_000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-len", type=int, default=500)
-    p.add_argument("--max-len", type=int, default=2000)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    a = p.parse_args(argv)
-    info = generate_listops(
-        a.out_dir,
-        train=a.train,
-        val=a.val,
-        test=a.test,
-        seed=a.seed,
-        min_len=a.min_len,
-        max_len=a.max_len,
-        progress=not a.quiet,
-    )
-    n = info["train"] + info["val"] + info["test"]
-    print(f"wrote {n} examples to {a.out_dir} in {info['seconds']:.1f} s ({n / max(info['seconds'], 1e-9):.0f}/s)")
-
-
-if __name__ == "__main__":
-    main()

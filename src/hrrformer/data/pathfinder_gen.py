@@ -57,18 +57,15 @@ depends only on ``seed`` and ``g``. With LRA's 128×128 parameters (margins 2–
 5, continuity 1.8) most snake pairs run into the border before 14 paddles and are redrawn,
 as in the original, so Path-X is several times slower per image; ``workers`` runs processes.
 
-Command line: ``python -m hrrformer.data.pathfinder_gen OUT_DIR [--size 32 --n 1000 --seed 0
---contour-length 14 --per-folder 1000 --workers 1]``.
+Command line: ``hrrformer data pathfinder --size 32|128 --n N --out DIR [--workers W]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import random
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -624,36 +621,3 @@ def generate_pathfinder(
         "seconds": seconds,
         "images_per_second": n / seconds if seconds > 0 else float("inf"),
     }
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m hrrformer.data.pathfinder_gen", description=__doc__.split("\n")[0])
-    ap.add_argument("out_dir")
-    ap.add_argument("--size", type=int, default=32)
-    ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--contour-length", type=int, default=14)
-    ap.add_argument("--per-folder", type=int, default=1000)
-    ap.add_argument("--preview", type=int, default=16)
-    ap.add_argument("--workers", type=int, default=1, help="processes")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    a = ap.parse_args(argv)
-    info = generate_pathfinder(
-        a.out_dir,
-        size=a.size,
-        n=a.n,
-        seed=a.seed,
-        contour_length=a.contour_length,
-        progress=not a.quiet,
-        preview=a.preview,
-        per_folder=a.per_folder,
-        workers=a.workers,
-    )
-    print(
-        f"wrote {info['n']} images ({info['positives']} positive) under {info['root']} "
-        f"in {info['seconds']:.1f} s: {info['images_per_second']:.0f} images/s"
-    )
-
-
-if __name__ == "__main__":
-    main()
