@@ -485,9 +485,22 @@ class HrrAttention(_MultiHeadAttention):
     #: When True, each forward stores its attention weights w (B, h, T) in ``last_weights``.
     record_weights: bool = False
 
+    #: A ``torch.distributed`` group over which the sequence is split (each rank holds a contiguous
+    #: chunk; see :mod:`hrrformer.parallel`), or None. ``sequence_parallel_check``: gather every
+    #: rank's shapes first, so bad input raises on all ranks instead of hanging one.
+    sequence_parallel_group = None
+    sequence_parallel_check: bool = True
+
     def attend(self, q, k, v, key_padding_mask):
         if self.projection:
             q, k = hrr.projection(q), hrr.projection(k)
+        if self.sequence_parallel_group is not None:
+            from .parallel import sp_hrr_attention
+
+            return sp_hrr_attention(
+                q, k, v, key_padding_mask, causal=self.causal, group=self.sequence_parallel_group,
+                method=self.method, check=self.sequence_parallel_check,
+            )  # fmt: skip
         if self.record_weights:
             self.last_weights = hrr_attention_weights(q, k, v, key_padding_mask, self.causal)
         return hrr_attention(q, k, v, key_padding_mask, causal=self.causal, method=self.method)

@@ -400,15 +400,12 @@ def sp_self_attention(
             f"sequence parallelism supports HRR attention only, got {type(attn).__name__}: softmax "
             "attention would need O(T) communication per layer (ring attention); use attention='hrr'"
         )
-    if x.dim() != 3 or x.shape[-1] != attn.embed_dim:
-        raise ValueError(f"x must have shape (B, T, embed_dim={attn.embed_dim}), got {tuple(x.shape)}")
-    b, t, e = x.shape
-    q, k, v = attn.split_heads(x)  # (B, h, T_local, d) each
-    if attn.projection:
-        q, k = hrr.projection(q), hrr.projection(k)
-    y = sp_hrr_attention(q, k, v, key_padding_mask, causal=attn.causal, group=group, method=attn.method, check=check)
-    y = y.transpose(1, 2).reshape(b, t, e)  # (B, T_local, E)
-    return attn.out_proj(attn.dropout(y))
+    saved = attn.sequence_parallel_group, attn.sequence_parallel_check
+    attn.sequence_parallel_group, attn.sequence_parallel_check = group, check
+    try:
+        return attn(x, key_padding_mask)  # the module's own projections and heads, the SP kernel
+    finally:
+        attn.sequence_parallel_group, attn.sequence_parallel_check = saved
 
 
 # ----------------------------------------------------------------------------- sequences and pooling
