@@ -21,7 +21,9 @@ from hrrformer.cli import main
 from hrrformer.train import TrainConfig, check_sequence_parallel
 
 TINY = ["--dim", "16", "--heads", "2", "--layers", "1", "--mlp-dim", "16", "--dropout", "0"]
-COMMON = [*TINY, "--log-every", "1", "--no-progress", "--epochs", "1", "--limit", "32"]
+# --bucket 0: a data-parallel grid is compared with one process at the same global batch, which
+# holds the same examples only without length bucketing (each replica sorts its own indices).
+COMMON = [*TINY, "--log-every", "1", "--no-progress", "--epochs", "1", "--limit", "32", "--bucket", "0"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 

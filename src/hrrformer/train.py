@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -42,6 +43,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
+from .batching import bucketed_batches, evaluation_batches, length_keys, plain_batches
 from .checkpoint import (
     CheckpointError,
     atomic_write_text,
@@ -100,6 +102,8 @@ class TrainConfig:
     device: str = "auto"
     compile: bool = False
     workers: int = 0
+    #: Length bucketing: sort pools of this many batches by length (0 or 1: random batches).
+    bucket: int = 50
     log_every: int = 10
     save_every: int = 0
     max_minutes: float | None = None
@@ -220,11 +224,17 @@ def _lr_factor(config: TrainConfig, steps_per_epoch: int):
     return factor
 
 
-def _epoch_batches(sampler: DistributedSampler, batch_size: int, epoch: int, skip: int) -> list[list[int]]:
-    """This rank's batches of indices for ``epoch``, less the first ``skip`` (already trained)."""
+def _epoch_batches(
+    sampler: DistributedSampler, batch_size: int, epoch: int, skip: int, keys: np.ndarray | None, bucket: int
+) -> list[list[int]]:
+    """This rank's batches of indices for ``epoch`` (length-bucketed when ``keys`` are known),
+    less the first ``skip`` (already trained). Deterministic in (seed, epoch): resuming redraws them."""
     sampler.set_epoch(epoch)
     indices = list(sampler)
-    batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    if keys is None:
+        batches = plain_batches(indices, batch_size)
+    else:
+        batches = bucketed_batches(indices, keys, batch_size, pool_batches=bucket, seed=sampler.seed + epoch)
     return batches[skip:]
 
 
@@ -249,8 +259,8 @@ def evaluate(
     info = info or DistInfo()
     was_training = model.training
     model.eval()
-    indices = list(range(info.dp_rank, len(dataset), info.dp_size))
-    batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    indices = range(info.dp_rank, len(dataset), info.dp_size)
+    batches = evaluation_batches(indices, length_keys(dataset), batch_size)
     loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate, generator=torch.Generator())
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64)
     loss_sum = torch.zeros((), dtype=torch.float64)
@@ -374,6 +384,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
     if len(data.train) == 0:
         raise ValueError(f"{config.data}: the train split is empty")
     steps_per_epoch = math.ceil(len(sampler) / config.batch_size)
+    train_keys = length_keys(data.train) if config.bucket > 1 else None
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config, steps_per_epoch))
     metrics = MetricsLog(run_dir / "metrics.jsonl", info.is_main)
 
@@ -462,7 +473,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
     for epoch in range(start_epoch, config.epochs):
         if out_of_time:
             break
-        batches = _epoch_batches(sampler, config.batch_size, epoch, skip)
+        batches = _epoch_batches(sampler, config.batch_size, epoch, skip, train_keys, config.bucket)
         done_before = skip
         skip = 0
         # A private generator: creating a loader must not draw from the global RNG (dropout's).
@@ -676,6 +687,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--activation-checkpointing", action="store_true", help="recompute activations in backward")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument(
+        "--bucket",
+        type=int,
+        default=50,
+        metavar="N",
+        help="length bucketing: sort pools of N batches by length to cut padding (0: random batches)",
+    )
     parser.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl lines")
     parser.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (0: per epoch only)")
     parser.add_argument(
@@ -747,6 +765,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         device=args.device,
         compile=args.compile,
         workers=args.workers,
+        bucket=args.bucket,
         log_every=args.log_every,
         save_every=args.save_every,
         max_minutes=preset.max_minutes,

@@ -137,7 +137,9 @@ def _check_file(path: Path, bad: BadInputs) -> bool:
 def _dataset(files: Sequence[Path], labels: Sequence[int], indices: np.ndarray, max_len: int, bad: BadInputs):
     kept = [i for i in indices if _check_file(files[i], bad)]
     reader = functools.partial(read_prefix, max_bytes=max_len)
-    return TokenDataset(LazyFiles([files[i] for i in kept], reader, shift=1), [labels[i] for i in kept])
+    return TokenDataset(
+        LazyFiles([files[i] for i in kept], reader, shift=1, max_len=max_len), [labels[i] for i in kept]
+    )
 
 
 def load(

@@ -7,6 +7,7 @@ that 0 stays padding), only when an item is read.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -101,6 +102,14 @@ class PairSequences(Sequence):
         index = _check_index(index, len(self))
         return self.docs[int(self.a[index])], self.docs[int(self.b[index])]
 
+    def lengths(self) -> np.ndarray:
+        """Combined length of each pair (a batching key), when the documents know theirs."""
+        doc_lengths = getattr(self.docs, "lengths", None)
+        if doc_lengths is None:
+            raise AttributeError("lengths")
+        per_doc = np.asarray(doc_lengths())
+        return per_doc[self.a] + per_doc[self.b]
+
 
 class LazyFiles(Sequence):
     """Files read when an item is requested: item i is ``reader(paths[i]) + shift`` as a long tensor.
@@ -109,8 +118,14 @@ class LazyFiles(Sequence):
     is corrupt or empty) is raised as DataError naming the file.
     """
 
-    def __init__(self, paths: Sequence[str | Path], reader: Callable[[Path], np.ndarray], shift: int = 0) -> None:
-        self.paths, self.reader, self.shift = [str(p) for p in paths], reader, shift
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        reader: Callable[[Path], np.ndarray],
+        shift: int = 0,
+        max_len: int | None = None,
+    ) -> None:
+        self.paths, self.reader, self.shift, self.max_len = [str(p) for p in paths], reader, shift, max_len
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -126,6 +141,19 @@ class LazyFiles(Sequence):
         if len(values) == 0:
             raise DataError(f"{path}: empty at read time")
         return torch.from_numpy(np.array(values, dtype=np.int64)) + self.shift
+
+    def lengths(self) -> np.ndarray:
+        """Each file's size on disk capped at ``max_len`` (a batching key; a compressed file's is
+        its compressed size). Only for readers that take a prefix of the bytes (``max_len`` given)."""
+        if self.max_len is None:
+            raise AttributeError("lengths")
+        sizes = []
+        for path in self.paths:
+            try:
+                sizes.append(os.stat(path).st_size)
+            except OSError:
+                sizes.append(0)  # reported by __getitem__ when it is read
+        return np.minimum(np.asarray(sizes, dtype=np.int64), self.max_len)
 
 
 def _check_index(index: int, length: int) -> int:
