@@ -82,11 +82,15 @@ def _model_tokens() -> torch.Tensor:
     return tokens
 
 
-def _check_model(rank: int, world_size: int, shard_positions: bool = False, **overrides) -> None:
+def _check_model(
+    rank: int, world_size: int, shard_positions: bool = False, chunk_size: int | None = None, **overrides
+) -> None:
     group = dist.group.WORLD
     torch.manual_seed(0)
     ref = Hrrformer(_tiny_config(**overrides)).double()
     sp = enable_sequence_parallel(copy.deepcopy(ref), group)
+    for block in sp.encoder.blocks:  # sequence chunking inside each rank's part (hrrformer.chunked)
+        block.chunk_size = chunk_size
     tokens = _model_tokens()
     local, offset, padded = shard_sequence(tokens, group)
     assert padded % world_size == 0 and padded >= tokens.shape[1] and offset == rank * local.shape[1]
@@ -187,11 +191,19 @@ SCENARIOS = {
     "model_causal_mean_checkpointed": lambda r, w: _check_model(
         r, w, pooling="mean", causal=True, activation_checkpointing=True
     ),
+    "model_cls_chunked": lambda r, w: _check_model(r, w, pooling="cls", chunk_size=2),
+    "model_causal_mean_chunked": lambda r, w: _check_model(r, w, pooling="mean", causal=True, chunk_size=2),
     "mean_pool": _mean_pool,
     "group_of_one": _group_of_one,
     "bad_input": _bad_input,
 }
-RUN_ON_FOUR = ("attention_circulant", "attention_causal", "model_cls_learned", "model_causal_mean")
+RUN_ON_FOUR = (
+    "attention_circulant",
+    "attention_causal",
+    "model_cls_learned",
+    "model_causal_mean",
+    "model_causal_mean_chunked",
+)
 
 
 def _worker(rank: int, world_size: int, out_dir: str, names: tuple[str, ...]) -> None:

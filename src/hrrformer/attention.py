@@ -245,7 +245,6 @@ def _fourier_scores(
 
     q, k and v are first scaled by exact powers of two (see :func:`_downscale`), ε alike.
     """
-    d = q.shape[-1]
     s_q, s_k, s_v = _downscales(q, k, v)  # (B, h, 1, 1)
     q, k, v = q * s_q, k * s_k, v * s_v
     qf, kf, vf = (torch.fft.rfft(x, dim=-1) for x in (q, k, v))  # (B, h, T, F), F = d//2 + 1
@@ -253,13 +252,29 @@ def _fourier_scores(
     if keep is not None:
         bound = bound * keep[..., None]
     beta = bound.cumsum(-2) if causal else bound.sum(-2, keepdim=True)  # (B, h, T or 1, F)
-    weight = _parseval_weights(d, q.device, q.dtype)  # (F,)
+    eps2_vhat, eps2_v = _scaled_eps2(eps, q.dtype, s_q, s_k, s_v), _scaled_eps2(eps, q.dtype, s_v)
+    return _parseval_cosine(qf, vf, v, beta, eps2_vhat, eps2_v)
+
+
+def _parseval_cosine(
+    qf: torch.Tensor,
+    vf: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    eps2_vhat: torch.Tensor,
+    eps2_v: torch.Tensor,
+) -> torch.Tensor:
+    """a_t = cos_ε(v_t, v̂_t), v̂_t = q_t† ⊛ β, from spectra only (Parseval, no inverse FFT).
+
+    qf, vf: rfft of q and v (B, h, T, F); v (B, h, T, d); beta: the spectrum of β (B, h, T or 1, F);
+    eps2_*: ε² for each norm (B, h, 1) or scalars. → (B, h, T).
+    """
+    weight = _parseval_weights(v.shape[-1], v.device, v.dtype)  # (F,)
     qv = qf * vf  # ⟨v, v̂⟩ = Σ_f c_f/d Re(conj(Q V) B)
     num = (qv.real * beta.real + qv.imag * beta.imag) @ weight  # (B, h, T)
     beta_abs2 = beta.real.square() + beta.imag.square()  # (B, h, T or 1, F)
     vhat_norm2 = ((qf.real.square() + qf.imag.square()) * beta_abs2) @ weight  # ‖v̂‖² (B, h, T)
     v_norm2 = v.square().sum(-1)
-    eps2_vhat, eps2_v = _scaled_eps2(eps, q.dtype, s_q, s_k, s_v), _scaled_eps2(eps, q.dtype, s_v)
     return _Cosine.apply(num, vhat_norm2, v_norm2, eps2_vhat, eps2_v)
 
 

@@ -56,6 +56,7 @@ CSV_COLUMNS = (
     "model",
     "examples_per_s",
     "tokens_per_s",
+    "chunk_size",
     "note",
 )
 
@@ -159,6 +160,7 @@ def _row(spec: dict[str, Any], result: dict[str, Any], args: argparse.Namespace,
         compile=int(bool(spec["compile"])),
         threads=result.get("threads", spec.get("threads") or ""),
         model=spec.get("task", "") or "",
+        chunk_size=spec.get("chunk_size") or "",
         note=str(result.get("note", "") or "").replace("\n", " "),
     )
     if result["status"] == "ok":
@@ -330,6 +332,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", metavar="TASK", default=None, help="time a training step of a model (listops, malware)"
     )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --model: sequence chunking, each block run over N positions at a time (hrr only)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="output directory (runs/bench)")
 
@@ -355,8 +364,13 @@ def _plan(args: argparse.Namespace) -> tuple[list[str], list[int], dict[str, Any
             raise ValueError(f"--model takes --attention from {MODEL_ATTENTIONS}, got {bad}")
         lengths = args.seq_lens or [seq_len]
         common = dict(kind="model", task=args.model, dim=config.dim, heads=config.heads, batch=args.batch or batch)
+        if args.chunk_size is not None and methods != ["hrr"]:
+            raise ValueError("--chunk-size applies to --attention hrr only (softmax cannot be chunked)")
+        common["chunk_size"] = args.chunk_size
         mode = "train"
     else:
+        if args.chunk_size is not None:
+            raise ValueError("--chunk-size needs --model (it chunks a whole encoder block)")
         methods = args.attention or list(METHODS)
         bad = [m for m in methods if m not in METHODS]
         if bad:

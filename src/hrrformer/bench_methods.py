@@ -260,6 +260,7 @@ class _ModelWorkload(_Workload):
         batch = spec.get("batch") or batch
         seq_len = spec.get("seq_len") or seq_len
         config.attention = spec["method"]
+        config.chunk_size = spec.get("chunk_size")
         config.max_len = max(config.max_len, seq_len)
         config.__post_init__()  # re-validate after the overrides
         g = torch.Generator(device="cpu").manual_seed(spec.get("seed", 0))

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .attention import HrrAttention, SoftmaxAttention
+from .chunked import chunked_block_forward
 from .parallel import (
     ShardedPositionEmbedding,
     gather_ints,
@@ -64,6 +65,9 @@ class HrrformerConfig:
     causal: bool = False
     projection: bool = False
     activation_checkpointing: bool = False
+    #: Sequence chunking (HRR only): run each block over pieces of this many positions, keeping
+    #: only the block's input for the backward pass (see :mod:`hrrformer.chunked`). None: off.
+    chunk_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.mlp_dim is None:
@@ -80,6 +84,14 @@ class HrrformerConfig:
         for name, allowed in _CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"HrrformerConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.chunk_size is not None:
+            if self.chunk_size < 1:
+                raise ValueError(f"HrrformerConfig.chunk_size must be ≥ 1 or None, got {self.chunk_size}")
+            if self.attention != "hrr":
+                raise ValueError(
+                    "HrrformerConfig.chunk_size needs attention='hrr': softmax attention couples every pair "
+                    "of positions, so a chunk cannot be computed from a small summary of the others"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,16 +163,29 @@ class EncoderBlock(nn.Module):
         )
         self.drop = Dropout(config.dropout)
         self.pre_norm = config.norm == "pre"
+        self.chunk_size = config.chunk_size
 
     def forward(
         self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None, sequence_parallel_group: Any = None
     ) -> torch.Tensor:
         """x (B, T, D) → (B, T, D). With ``sequence_parallel_group``, x is this rank's chunk of a
-        sequence split over the group, and the attention spans the whole sequence."""
+        sequence split over the group, and the attention spans the whole sequence. With
+        ``chunk_size`` set and T above it, the block runs chunk by chunk (:mod:`hrrformer.chunked`)."""
+        if self.chunk_size is not None and x.shape[1] > self.chunk_size:
+            return chunked_block_forward(self, x, key_padding_mask, self.chunk_size, sequence_parallel_group)
+        attended = self._attend(self.attention_input(x), key_padding_mask, sequence_parallel_group)
+        return self.after_attention(x, attended)
+
+    def attention_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the attention sees: norm1(x) (pre-norm) or x (post-norm). Per position."""
+        return self.norm1(x) if self.pre_norm else x
+
+    def after_attention(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """The rest of the block, per position: residual, norms and the MLP. (B, T, D) → (B, T, D)."""
         if self.pre_norm:
-            x = x + self.drop(self._attend(self.norm1(x), key_padding_mask, sequence_parallel_group))
+            x = x + self.drop(attended)
             return x + self.drop(self.mlp(self.norm2(x)))
-        x = self.norm1(x + self.drop(self._attend(x, key_padding_mask, sequence_parallel_group)))
+        x = self.norm1(x + self.drop(attended))
         return self.norm2(x + self.drop(self.mlp(x)))
 
     def _attend(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None, group: Any) -> torch.Tensor:
@@ -240,9 +265,9 @@ class HrrformerEncoder(nn.Module):
                 x = checkpoint(block, x, mask, use_reentrant=False)
             else:
                 x = block(x, mask)
-        x = self.final_norm(x)
         if self.cls is not None:
-            return x[:, 0]  # (B, D)
+            return self.final_norm(x[:, 0])  # (B, D): the norm is per position, so only CLS's is needed
+        x = self.final_norm(x)
         keep = (~mask).to(x.dtype)[..., None]  # (B, T, 1)
         return (x * keep).sum(1) / keep.sum(1).clamp_min(1.0)  # (B, D)
 

@@ -68,7 +68,7 @@ from .attention import (
     _check_attention_inputs,
     _hankel,
     _keep_weights,
-    _parseval_weights,
+    _parseval_cosine,
     _wrapped_diagonal_sums,
     hrr_attention,
 )
@@ -279,7 +279,6 @@ def _sp_fourier_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None, causal: bool, group: Group, eps: float
 ) -> torch.Tensor:
     """The Fourier (Parseval) form with β and the normaliser summed over the group (autograd)."""
-    d = q.shape[-1]
     qf, kf, vf = (torch.fft.rfft(x, dim=-1) for x in (q, k, v))  # (B, h, T, F), F = d//2 + 1
     bound = kf * vf
     if keep is not None:
@@ -290,13 +289,8 @@ def _sp_fourier_attention(
         beta = bound.cumsum(-2) + below[..., None, :]  # (B, h, T, F)
     else:
         beta = torch.view_as_complex(all_reduce_sum(chunk, group))[..., None, :]  # (B, h, 1, F)
-    weight = _parseval_weights(d, q.device, q.dtype)  # (F,)
-    qv = qf * vf  # ⟨v, v̂⟩ = Σ_f c_f/d Re(conj(Q V) B)
-    num = (qv.real * beta.real + qv.imag * beta.imag) @ weight  # (B, h, T)
-    beta_abs2 = beta.real.square() + beta.imag.square()
-    vhat_norm2 = ((qf.real.square() + qf.imag.square()) * beta_abs2) @ weight  # ‖v̂‖² (B, h, T)
-    v_norm2 = v.square().sum(-1)
-    a = num * torch.rsqrt(vhat_norm2 + eps * eps) * torch.rsqrt(v_norm2 + eps * eps)  # (B, h, T)
+    eps2 = torch.tensor(eps * eps, dtype=q.dtype, device=q.device)
+    a = _parseval_cosine(qf, vf, v, beta, eps2, eps2)  # (B, h, T)
     e = torch.exp(a) if keep is None else torch.exp(a) * keep  # (B, h, T)
     if causal:
         denom = e.cumsum(-1) + exclusive_prefix_sum(e.sum(-1), group)[..., None]  # (B, h, T)

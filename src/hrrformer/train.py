@@ -686,6 +686,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--activation-checkpointing", action="store_true", help="recompute activations in backward")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="sequence chunking (hrr): run each block over N positions at a time, recomputing in backward; "
+        "for inputs of 10^5-10^6+ tokens",
+    )
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument(
         "--bucket",
@@ -745,6 +753,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         "pooling": preset.pooling,
         "attention": args.attention,
         "activation_checkpointing": args.activation_checkpointing,
+        "chunk_size": args.chunk_size,
     }
     HrrformerConfig(**model)  # validate shapes early, before any data is read
     if args.sequence_parallel != 1:
