@@ -1,9 +1,18 @@
 #!/usr/bin/env python3
-"""Build a real-file data set for the ``binaries`` task: ELF files labelled by the toolchain that built them.
+"""Build a real-file data set for the ``binaries`` task: C++ vs C, or the toolchain that built an ELF file.
 
 Stdlib only (Python 3.11). Files are only ever read as bytes, never executed.
 
-Label: the toolchain, read from places the model does not see in its first kilobytes:
+``--label language`` (default; OUT data/binaries): among files labelled ``gcc`` below (no Go, Rust,
+clang, no foreign-language strings) that have a PT_DYNAMIC segment, ``cxx`` when a DT_NEEDED entry
+names ``libstdc++.so*``, ``c`` when none does and .dynstr holds no mangled ``_Z`` name (files with ``_Z``
+names but no libstdc++ are skipped as ambiguous). The evidence lies in .dynstr, whose file offset varies
+from file to file (about 1 KiB to megabytes), so how much of it a model sees depends on how many bytes T
+it reads; the summary reports those offsets per file and per class, and trivial baselines. Classes are
+balanced (the larger one capped at the size of the smaller).
+
+``--label toolchain`` (OUT data/binaries-toolchain): the toolchain, read from places the model does not
+see in its first kilobytes (but the ELF header gives it away, see docs/BINARIES.md):
 
 * ``go``    — the file has a ``.go.buildinfo`` or ``.note.go.buildid`` section (Go's own linker);
 * ``rust``  — its ``.comment`` section names ``rustc``, or its ``.debug_gdb_scripts`` section loads
@@ -68,6 +77,10 @@ MAX_LEN = 2**17  # the longest prefix the model reads
 SPLITS = ("train", "val", "test")
 FRACTIONS = (0.8, 0.1, 0.1)
 CLASSES = ("gcc", "clang", "rust", "go")
+LANGUAGE_CLASSES = ("c", "cxx")
+LABELS = ("language", "toolchain")
+# GCC/Debian-built files for --label language (no .venv: only what Debian built)
+LANGUAGE_ROOTS = ("/usr/bin", "/usr/sbin", "/usr/lib", "/usr/lib/x86_64-linux-gnu", "/usr/libexec")
 
 ELF_MAGIC = b"\x7fELF"
 ET_EXEC, ET_DYN = 2, 3
@@ -256,6 +269,143 @@ def read_elf(path: str | os.PathLike) -> ElfInfo | None:
             return info
     except (OSError, struct.error):
         return None
+
+
+PT_LOAD, PT_DYNAMIC = 1, 2
+DT_NULL, DT_NEEDED, DT_STRTAB, DT_STRSZ = 0, 1, 5, 10
+LIBSTDCXX = b"libstdc++"
+
+
+@dataclass
+class DynamicInfo:
+    """What the ``language`` label needs from the dynamic section (found through PT_DYNAMIC)."""
+
+    dynamic_offset: int  # file offset of the dynamic section
+    dynstr_offset: int | None  # file offset of the dynamic string table (.dynstr), None if unreadable
+    dynstr_size: int = 0
+    needed: list[tuple[str, int]] = field(default_factory=list)  # DT_NEEDED: (name, file offset of the name)
+    first_mangled: int | None = None  # file offset of the first ``_Z`` string in .dynstr
+
+    @property
+    def libstdcxx_offset(self) -> int | None:
+        """File offset of the first DT_NEEDED name ``libstdc++.so*``, or None."""
+        for name, offset in self.needed:
+            if name.startswith("libstdc++.so"):
+                return offset
+        return None
+
+
+def _dynstr_section(f, end: str, bits: int, shoff: int, shentsize: int, shnum: int, file_size: int):
+    """(offset, size) of the ``.dynstr`` section from the section table (fallback), or None."""
+    sh_fmt = end + ("IIQQQQIIQQ" if bits == 64 else "IIIIIIIIII")
+    entry = struct.calcsize(sh_fmt)
+    if not shoff or shentsize < entry or not 0 < shnum <= 65536:
+        return None
+    raw = _read_at(f, shoff, shnum * shentsize, file_size, 1 << 24)
+    if raw is None or len(raw) < shnum * shentsize:
+        return None
+    table = [struct.unpack_from(sh_fmt, raw, i * shentsize) for i in range(shnum)]
+    for _name, sh_type, _flags, _addr, _offset, _size, link, *_ in table:
+        if sh_type == 6 and link < shnum and table[link][1] == 3:  # SHT_DYNAMIC -> its SHT_STRTAB
+            return table[link][4], table[link][5]
+    return None
+
+
+def read_dynamic(path: str | os.PathLike) -> DynamicInfo | None:
+    """Parse PT_DYNAMIC and the dynamic string table of ``path``; None without PT_DYNAMIC (or not ELF).
+
+    DT_STRTAB is a virtual address; it is turned into a file offset through the PT_LOAD segments (the
+    section table's ``.dynstr``, linked from ``.dynamic``, is the fallback). Only reads bytes.
+    """
+    try:
+        with open(path, "rb") as f:
+            file_size = os.fstat(f.fileno()).st_size
+            head = f.read(64)
+            if len(head) < 52 or head[:4] != ELF_MAGIC or head[4] not in (1, 2) or head[5] not in (1, 2):
+                return None
+            end = "<" if head[5] == 1 else ">"
+            if head[4] == 2:
+                if len(head) < 64:
+                    return None
+                phoff, shoff = struct.unpack_from(end + "QQ", head, 32)
+                phentsize, phnum, shentsize, shnum = struct.unpack_from(end + "HHHH", head, 54)
+                bits, dyn_fmt = 64, end + "qQ"
+            else:
+                phoff, shoff = struct.unpack_from(end + "II", head, 28)
+                phentsize, phnum, shentsize, shnum = struct.unpack_from(end + "HHHH", head, 42)
+                bits, dyn_fmt = 32, end + "iI"
+            if not phoff or not 0 < phnum <= 512 or phentsize < (56 if bits == 64 else 32):
+                return None
+            raw = _read_at(f, phoff, phnum * phentsize, file_size, 1 << 20)
+            if raw is None or len(raw) < phnum * phentsize:
+                return None
+            loads, dynamic = [], None
+            for i in range(phnum):
+                if bits == 64:
+                    p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz = struct.unpack_from(
+                        end + "IIQQQQ", raw, i * phentsize
+                    )
+                else:
+                    p_type, p_offset, p_vaddr, _paddr, p_filesz = struct.unpack_from(end + "IIIII", raw, i * phentsize)
+                if p_type == PT_LOAD:
+                    loads.append((p_vaddr, p_offset, p_filesz))
+                elif p_type == PT_DYNAMIC and dynamic is None:
+                    dynamic = (p_offset, p_filesz)
+            if dynamic is None:
+                return None
+            entry = struct.calcsize(dyn_fmt)
+            table = _read_at(f, dynamic[0], dynamic[1], file_size, 1 << 20) or b""
+            needed, strtab, strsz = [], None, None
+            for i in range(len(table) // entry):
+                tag, val = struct.unpack_from(dyn_fmt, table, i * entry)
+                if tag == DT_NULL:
+                    break
+                if tag == DT_NEEDED:
+                    needed.append(val)
+                elif tag == DT_STRTAB:
+                    strtab = val
+                elif tag == DT_STRSZ:
+                    strsz = val
+            info = DynamicInfo(dynamic_offset=dynamic[0], dynstr_offset=None)
+            if strtab is not None:
+                for vaddr, offset, filesz in loads:
+                    if vaddr <= strtab < vaddr + filesz:
+                        info.dynstr_offset = offset + strtab - vaddr
+                        break
+            if info.dynstr_offset is None:
+                section = _dynstr_section(f, end, bits, shoff, shentsize, shnum, file_size)
+                if section is not None:
+                    info.dynstr_offset, strsz = section[0], strsz or section[1]
+            if info.dynstr_offset is None:
+                return info
+            info.dynstr_size = strsz or 0
+            strings = _read_at(f, info.dynstr_offset, strsz or 0, file_size, 1 << 24) or b""
+            for val in needed:
+                if val < len(strings):
+                    stop = strings.find(b"\0", val)
+                    name = strings[val : stop if stop >= 0 else len(strings)].decode("latin-1")
+                    info.needed.append((name, info.dynstr_offset + val))
+            mangled = strings.find(b"\0_Z")
+            if mangled >= 0:
+                info.first_mangled = info.dynstr_offset + mangled + 1
+            return info
+    except (OSError, struct.error):
+        return None
+
+
+def language(dyn: DynamicInfo | None) -> tuple[str | None, str]:
+    """(cxx / c / None, evidence): cxx when DT_NEEDED names libstdc++.so*; c when it does not and .dynstr
+    holds no mangled ``_Z`` name; None (skipped) without PT_DYNAMIC, or with ``_Z`` names but no libstdc++."""
+    if dyn is None:
+        return None, "no PT_DYNAMIC"
+    if dyn.dynstr_offset is None:
+        return None, "unreadable .dynstr"
+    for name, _offset in dyn.needed:
+        if name.startswith("libstdc++.so"):
+            return "cxx", f"DT_NEEDED {name}"
+    if dyn.first_mangled is not None:  # C++ code (e.g. a library that reaches libstdc++ only indirectly)
+        return None, "mangled _Z names but no DT_NEEDED libstdc++"
+    return "c", "no DT_NEEDED libstdc++" if dyn.needed else "no DT_NEEDED at all"
 
 
 def comment_strings(comment: bytes | None) -> list[bytes]:
@@ -459,6 +609,9 @@ class Candidate:
     head: bytes  # first 1,024 bytes (for the header check)
     kind: str
     markers: list[bytes] = field(default_factory=list)
+    dynamic: DynamicInfo | None = None  # PT_DYNAMIC and .dynstr (for the language label)
+    toolchain: str | None = None  # the toolchain label, kept when the language label replaces it
+    head_128k: bytes | None = None  # the first 2**17 bytes, read for the chosen files (string rule)
 
 
 def walk_files(roots: Sequence[str], exclude: Sequence[str] = EXCLUDE_DIRS) -> Iterable[tuple[str, str]]:
@@ -555,6 +708,7 @@ def collect(
                 head=head,
                 kind=info.kind,
                 markers=markers,
+                dynamic=read_dynamic(real),
             )
         )
     return found
@@ -575,6 +729,31 @@ def apply_debian_default(cands: list[Candidate], debian: set[str], skipped: Coun
             c.label, c.evidence = "gcc", "debian-default"
 
 
+def apply_language(cands: list[Candidate], skipped: Counter) -> None:
+    """Relabel the candidates by language: ``cxx`` (DT_NEEDED libstdc++.so*) or ``c``, among files
+    labelled ``gcc`` (any rule) that hold no foreign-language marker and have a PT_DYNAMIC segment.
+    Everything else (Go, Rust, clang, unlabelled, static without PT_DYNAMIC, libstdc++ itself) loses its label."""
+    for c in cands:
+        c.toolchain = c.label
+        if c.label != "gcc":
+            if c.label is not None:
+                skipped[f"language: toolchain {c.label}, not gcc"] += 1
+            c.label = None
+            continue
+        c.label = None
+        if c.markers:
+            skipped["language: foreign-language strings"] += 1
+            continue
+        if os.path.basename(c.path).startswith("libstdc++.so"):
+            skipped["language: libstdc++ itself (C++ that does not need libstdc++)"] += 1
+            continue
+        label, evidence = language(c.dynamic)
+        if label is None:
+            skipped[f"language: {evidence}"] += 1
+            continue
+        c.label, c.evidence = label, f"{evidence} ({c.evidence})"
+
+
 # ------------------------------------------------------------------------------- selecting, splitting
 
 
@@ -591,8 +770,10 @@ def select(
     min_per_class: int,
     classes: Sequence[str] | None = None,
     skipped: Counter | None = None,
+    balance: bool = False,
 ) -> list[Candidate]:
-    """Labelled candidates capped per (group, class), then per class; classes under ``min_per_class`` dropped."""
+    """Labelled candidates capped per (group, class), then per class; classes under ``min_per_class`` dropped.
+    With ``balance`` every class is also capped at the size of the smallest class kept."""
     skipped = Counter() if skipped is None else skipped
     labelled = [c for c in cands if c.label is not None]
     wanted = set(CLASSES if classes is None else classes)
@@ -615,13 +796,20 @@ def select(
         by_class[c.label].append(c)
     result: list[Candidate] = []
     for label in sorted(by_class):
+        if len(by_class[label]) < min_per_class:
+            skipped[f"class {label} under --min-per-class"] += len(by_class[label])
+            del by_class[label]
+    cap = max_per_class
+    if balance and by_class:
+        smallest = min(len(members) for members in by_class.values())
+        cap = smallest if cap is None else min(cap, smallest)
+    for label in sorted(by_class):
         members = sorted(by_class[label], key=lambda c: seeded_hash(seed, c.sha256))
-        if len(members) < min_per_class:
-            skipped[f"class {label} under --min-per-class"] += len(members)
-            continue
-        if max_per_class is not None and len(members) > max_per_class:
-            skipped["over --max-per-class"] += len(members) - max_per_class
-            members = members[:max_per_class]
+        if cap is not None and len(members) > cap:
+            skipped["over --max-per-class" if cap == max_per_class else "over the smallest class (balance)"] += (
+                len(members) - cap
+            )
+            members = members[:cap]
         result += members
     return sorted(result, key=lambda c: (c.label, c.group, c.path))
 
@@ -814,6 +1002,99 @@ def _phdr_types(head: bytes) -> tuple[int, ...]:
     )
 
 
+OFFSET_LIMITS = (2**10, 2**12, 2**14, 2**16, 2**17)
+
+
+def _share(values: Sequence[bool]) -> float | None:
+    return round(sum(values) / len(values), 3) if values else None
+
+
+def evidence_offsets(rows: Sequence[tuple[Candidate, str]]) -> dict:
+    """Where the language evidence lies, per class: percentiles of the .dynstr offset (and of the
+    libstdc++ string for cxx), and the share of files whose evidence starts (or ends) below each T."""
+    out: dict = {}
+    for label in sorted({c.label for c, _s in rows}):
+        dyns = [c.dynamic for c, _s in rows if c.label == label and c.dynamic is not None]
+        dynstr = [d.dynstr_offset for d in dyns if d.dynstr_offset is not None]
+        entry: dict = {
+            "files": len(dyns),
+            ".dynstr offset percentiles": percentiles(dynstr),
+            ".dynstr starts below T": {str(t): _share([o < t for o in dynstr]) for t in OFFSET_LIMITS},
+            "first _Z name in .dynstr starts below T": {
+                str(t): _share([d.first_mangled is not None and d.first_mangled < t for d in dyns])
+                for t in OFFSET_LIMITS
+            },
+        }
+        lib = [d.libstdcxx_offset for d in dyns if d.libstdcxx_offset is not None]
+        if lib:
+            entry['"libstdc++" string offset percentiles'] = percentiles(lib)
+            entry['"libstdc++" string lies within the first T bytes'] = {
+                str(t): _share([o + len(LIBSTDCXX) <= t for o in lib]) for t in OFFSET_LIMITS
+            }
+        out[label] = entry
+    return out
+
+
+def string_rule(rows: Sequence[tuple[Candidate, str]]) -> dict:
+    """Accuracy per split of the rule "cxx iff the first T bytes contain ``libstdc++``" (nothing fitted):
+    what a perfect reader of the evidence could reach at each T."""
+    out = {}
+    for t in OFFSET_LIMITS:
+        out[str(t)] = {
+            s: accuracy(
+                lambda c, t=t: "cxx" if LIBSTDCXX in (c.head_128k or c.head)[:t] else "c",
+                [(c, c.label) for c, split in rows if split == s],
+            )
+            for s in SPLITS
+        }
+    return out
+
+
+def baselines(summary: dict) -> dict:
+    """The trivial baselines (fitted on train) on val and test, gathered from the size and header checks."""
+    size = summary["size-only baselines (fit on train)"].get("min(size, 2**17)", {})
+    head = summary["first-bytes check"]
+    pick = lambda d: {s: d.get(s) for s in ("val", "test")}  # noqa: E731
+    out = {}
+    if size:
+        out["majority class"] = pick(size["majority class"])
+        out["best single threshold on min(size, 2**17)"] = {
+            "rule": size["best single threshold"]["rule"],
+            **pick(size["best single threshold"]),
+        }
+    for name, key in (
+        ("(e_type, e_phnum) lookup", "lookup accuracy, (e_type, e_phnum)"),
+        ("masked 64-byte header lookup", "lookup accuracy, masked 64-byte header"),
+        ("kind (exec/pie/shared) lookup", "lookup accuracy, kind (exec/pie/shared)"),
+        (
+            "masked header + program-header types in the first 1 KiB",
+            "lookup accuracy, masked header + program header types",
+        ),
+    ):
+        if head.get(key):
+            out[name] = pick(head[key])
+    return out
+
+
+def file_records(rows: Sequence[tuple[Candidate, str]]) -> list[dict]:
+    """One record per file: where its language evidence lies."""
+    records = []
+    for c, split in rows:
+        d = c.dynamic
+        records.append(
+            {
+                "path": c.path,
+                "label": c.label,
+                "split": split,
+                "size": c.size,
+                "dynstr_offset": d.dynstr_offset if d else None,
+                "libstdcxx_offset": d.libstdcxx_offset if d else None,
+                "first_mangled_offset": d.first_mangled if d else None,
+            }
+        )
+    return records
+
+
 # ---------------------------------------------------------------------------------------- download
 
 
@@ -892,7 +1173,8 @@ def summarize(rows: list[tuple[Candidate, str]], args: argparse.Namespace, skipp
         for label in classes
     }
     sizes = {label: [c.size for c, _s in rows if c.label == label] for label in classes}
-    return {
+    summary = {
+        "label": args.label,
         "classes": classes,
         "counts": counts,
         "split totals": {s: sum(1 for _c, sp in rows if sp == s) for s in SPLITS},
@@ -906,13 +1188,27 @@ def summarize(rows: list[tuple[Candidate, str]], args: argparse.Namespace, skipp
         },
         "size-only baselines (fit on train)": size_baselines(rows),
         "first-bytes check": header_check(rows),
-        "skipped": dict(sorted(skipped.items())),
-        **extra,
-        "debian": debian_version(),
-        "command": shlex.join([sys.executable, *sys.argv]),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "seed": args.seed,
     }
+    summary["baselines (fit on train)"] = baselines(summary)
+    if args.label == "language":
+        summary["kinds per class (exec/pie/shared)"] = {
+            label: dict(sorted(Counter(c.kind for c, _s in rows if c.label == label).items())) for label in classes
+        }
+        summary["evidence offsets"] = evidence_offsets(rows)
+        summary['string rule: cxx iff "libstdc++" in the first T bytes (nothing fitted)'] = string_rule(rows)
+    summary.update(
+        {
+            "skipped": dict(sorted(skipped.items())),
+            **extra,
+            "debian": debian_version(),
+            "command": shlex.join([sys.executable, *sys.argv]),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "seed": args.seed,
+        }
+    )
+    if args.label == "language":
+        summary["files"] = file_records(rows)
+    return summary
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -920,10 +1216,33 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "--out", type=Path, default=REPO / "data" / "binaries", help="output folder (default: data/binaries)"
+        "--label",
+        choices=LABELS,
+        default="language",
+        help="language: cxx vs c among GCC-built files (DT_NEEDED libstdc++; default); "
+        "toolchain: gcc / go / rust (given away by the first 64 bytes, see docs/BINARIES.md)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output folder (default: data/binaries for --label language, data/binaries-toolchain for toolchain)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the group order and the capping (default 0)")
-    p.add_argument("--max-per-class", type=int, default=200, help="cap on files per class (default 200; 0: none)")
+    p.add_argument(
+        "--max-per-class",
+        type=int,
+        help="cap on files per class (default 200 for toolchain, 500 for language; 0: none)",
+    )
+    p.add_argument(
+        "--no-balance",
+        action="store_true",
+        help="language: do not cap every class at the size of the smallest one",
+    )
+    p.add_argument(
+        "--only-libraries",
+        action="store_true",
+        help="keep only shared libraries (ET_DYN without PT_INTERP), so the header's file kind gives nothing away",
+    )
     p.add_argument(
         "--max-per-group", type=int, default=20, help="cap on files per group and class (default 20; 0: none)"
     )
@@ -942,9 +1261,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--download", action="store_true", help="also fetch and unpack the Debian packages listed in this script"
     )
     p.add_argument("--debs", type=Path, help="cache of downloaded packages (default: OUT/debs)")
-    p.add_argument("--roots", nargs="+", help=f"folders to search (default: {' '.join(DEFAULT_ROOTS)})")
+    p.add_argument(
+        "--roots",
+        nargs="+",
+        help=f"folders to search (default: {' '.join(LANGUAGE_ROOTS)} for language; "
+        f"{' '.join(DEFAULT_ROOTS)} for toolchain)",
+    )
     p.add_argument("--no-debian-default", action="store_true", help="do not label stripped Debian C/C++ files gcc")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.out is None:
+        args.out = REPO / "data" / ("binaries" if args.label == "language" else "binaries-toolchain")
+    if args.max_per_class is None:
+        args.max_per_class = 500 if args.label == "language" else 200
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -954,7 +1283,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     debs = (args.debs or out / "debs").resolve()
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
     groups = Groups(dpkg_owners(DPKG_INFO), dpkg_sources(DPKG_STATUS))
-    roots = [os.path.abspath(r) for r in (args.roots or DEFAULT_ROOTS) if os.path.isdir(r)]
+    default_roots = LANGUAGE_ROOTS if args.label == "language" else DEFAULT_ROOTS
+    roots = [os.path.abspath(r) for r in (args.roots or default_roots) if os.path.isdir(r)]
     extra: dict = {"roots": roots}
     if args.download:
         debs = download(sorted(set(RUST_PACKAGES + GO_PACKAGES)), debs, groups, log)
@@ -977,8 +1307,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
         debian = debian_packages(c.package for c in cands if c.label is None and c.package)
         debian |= {package for package, _source in groups.extracted.values()}
         apply_debian_default(cands, debian, skipped)
+    if args.label == "language":
+        extra["toolchain labels before relabelling"] = dict(sorted(Counter(str(c.label) for c in cands).items()))
+        apply_language(cands, skipped)
+    if args.only_libraries:
+        for c in cands:
+            if c.label is not None and c.kind != "shared":
+                skipped[f"--only-libraries: {c.kind}"] += 1
+                c.label = None
     extra["labels before capping"] = dict(sorted(Counter(str(c.label) for c in cands).items()))
     classes = args.classes.split(",") if args.classes else None
+    if classes is None and args.label == "language":
+        classes = list(LANGUAGE_CLASSES)
     chosen = select(
         cands,
         seed=args.seed,
@@ -987,19 +1327,33 @@ def main(argv: Sequence[str] | None = None) -> dict:
         min_per_class=args.min_per_class,
         classes=classes,
         skipped=skipped,
+        balance=args.label == "language" and not args.no_balance,
     )
     if not chosen:
         sys.exit("no class reached --min-per-class; nothing written")
     split_of = assign_splits([(c.group, c.label) for c in chosen], seed=args.seed)
     rows = [(c, split_of[c.group]) for c in chosen]
+    language_mode = args.label == "language"
+    if language_mode:  # the first 2**17 bytes, for the string rule
+        for c, _split in rows:
+            with open(c.path, "rb") as f:
+                c.head_128k = f.read(MAX_LEN)
     with open(out / "manifest.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "label", "split", "group", "evidence", "size"])
+        extra_columns = ["dynstr_offset", "libstdcxx_offset"] if language_mode else []
+        writer.writerow(["path", "label", "split", "group", "evidence", "size", *extra_columns])
         for c, split in rows:
-            writer.writerow([c.path, c.label, split, c.group, c.evidence, c.size])
+            cells = [c.path, c.label, split, c.group, c.evidence, c.size]
+            if language_mode:
+                d = c.dynamic
+                cells += [d.dynstr_offset if d else "", d.libstdcxx_offset if d and d.libstdcxx_offset else ""]
+            writer.writerow(cells)
     summary = summarize(rows, args, skipped, extra)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+    printed = {k: v for k, v in summary.items() if k != "files"}
+    if "files" in summary:
+        printed["files"] = f"{len(summary['files'])} per-file evidence offsets: see summary.json"
+    print(json.dumps(printed, indent=2))
     log(f"wrote {out / 'manifest.csv'} ({len(rows)} files) and {out / 'summary.json'}")
     return summary
 

@@ -14,7 +14,7 @@ shift || true
 tasks=("$@")
 [ ${#tasks[@]} -gt 0 ] || tasks=(text listops imdb-pairs pathfinder image binaries layers)
 shared="${SHARED_DATA:-$(cd .. && pwd)/shared/data}"
-binaries="${BINARIES_DATA:-data/binaries}"
+binaries="${BINARIES_DATA:-data/binaries/manifest.csv}"
 snapshot="$(mktemp -d)"
 git archive HEAD src | tar -x -C "$snapshot"
 mkdir -p logs runs/exp
@@ -40,9 +40,9 @@ for task in "${tasks[@]}"; do
     imdb-pairs) pair imdb-pairs --task imdb-pairs --preset cpu --data "$shared/aclImdb_train.tar.gz" ;;
     pathfinder) pair pathfinder --task pathfinder --preset cpu ;;
     image) pair image --task image --preset cpu --data "$shared/cifar10_train_images.tar.gz" ;;
-    binaries)  # scripts/build_binaries.py writes the data set; T from 2^10 to 2^17
+    binaries)  # C vs C++ ELF files (scripts/build_binaries.py, docs/BINARIES.md); T from 2^10 to 2^17
       for t in 1024 4096 16384 131072; do
-        pair "binaries-T$t" --task binaries --preset cpu --max-len "$t" --data "$binaries"
+        pair "binaries-T$t" --task binaries --preset cpu --max-len "$t" --epochs 20 --data "$binaries"
       done ;;
     layers)  # single- against multi-layer (HRR), at the same budget
       run listops-hrr-2layer --task listops --preset cpu --layers 2 --attention hrr

@@ -110,6 +110,7 @@ def step(rank: int, world_size: int, args: argparse.Namespace, out_dir: str) -> 
         pos_embedding=args.positions,
         dropout=0.1,
         num_classes=2,
+        chunk_size=args.chunk_size or None,
     )
     model = build_model(config, group, tokens.shape[1])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -160,6 +161,7 @@ def summarise(args: argparse.Namespace, results: list[dict], wall_s: float) -> d
         "bytes": args.bytes,
         "processes": g,
         "positions": args.positions,
+        "chunk_size": args.chunk_size,
         "threads_per_process": results[0]["threads"],
         "loss": results[0]["loss"],
         "logits_equal_on_all_ranks": all(r["logits"] == results[0]["logits"] for r in results),
@@ -185,6 +187,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--procs", type=int, default=4, help="processes when self-launched (default 4)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     parser.add_argument("--positions", choices=("sinusoidal", "learned"), default="sinusoidal")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=65_536,
+        help="sequence chunking inside each process (hrrformer.chunked; default 65,536; 0 = off)",
+    )
     parser.add_argument("--json", type=Path, help="also write the summary here")
     args = parser.parse_args(argv)
 

@@ -221,7 +221,9 @@ def test_main_end_to_end(bb, tmp_path, monkeypatch):
             for i in range(3):
                 make_elf(folder / f"f{i}", comment=comment, body=f"{label}{pkg}{i}".encode())
     out = tmp_path / "out"
-    summary = bb.main(["--out", str(out), "--roots", str(root), "--min-per-class", "1", "--seed", "1"])
+    summary = bb.main(
+        ["--label", "toolchain", "--out", str(out), "--roots", str(root), "--min-per-class", "1", "--seed", "1"]
+    )
     with open(out / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0])[:3] == ["path", "label", "split"]
@@ -233,3 +235,209 @@ def test_main_end_to_end(bb, tmp_path, monkeypatch):
     assert summary == json.loads((out / "summary.json").read_text())
     assert summary["counts"]["gcc"]["total"] == 12
     assert "first-bytes check" in summary and "size-only baselines (fit on train)" in summary
+
+
+# ------------------------------------------------------------------------------ --label language
+
+
+def make_dynamic_elf(
+    path: Path,
+    needed: list[bytes] | None,
+    *,
+    pad: int = 0,
+    symbols: list[bytes] = (),
+    comment: bytes | None = GCC,
+    e_type: int = 3,
+    body: bytes = b"",
+) -> tuple[Path, int]:
+    """A little-endian ELF64 file with PT_LOAD + PT_DYNAMIC (``needed`` None: no PT_DYNAMIC at all), a
+    ``.dynstr`` (after ``pad`` bytes) holding the DT_NEEDED names and ``symbols``, a ``.dynamic`` section,
+    a ``.comment`` and a section table. Virtual addresses are file offsets + 0x400000 (one PT_LOAD).
+    Returns (path, file offset of .dynstr)."""
+    base = 0x400000
+    phnum = 2 if needed is not None else 1
+    data = bytearray(64 + 56 * phnum) + body + bytes(pad)
+    dynstr_off = len(data)
+    dynstr = b"\0"
+    name_at = []
+    for name in needed or []:
+        name_at.append(len(dynstr))
+        dynstr += name + b"\0"
+    for sym in symbols:
+        dynstr += sym + b"\0"
+    data += dynstr
+    while len(data) % 8:
+        data += b"\0"
+    dynamic_off = len(data)
+    entries = [(1, v) for v in name_at] + [(5, base + dynstr_off), (10, len(dynstr)), (0, 0)]
+    dynamic = b"".join(struct.pack("<qQ", tag, val) for tag, val in entries)
+    if needed is not None:
+        data += dynamic
+    text_off = len(data)
+    data += b"\x90" * 64
+    data += bytes(max(0, 8192 - len(data)))  # at least 4 KiB: the default --min-size
+    named = [(".text", 1, text_off, 64, 0)]
+    if needed is not None:
+        named += [(".dynstr", 3, dynstr_off, len(dynstr), 0), (".dynamic", 6, dynamic_off, len(dynamic), 2)]
+    if comment is not None:
+        named.append((".comment", 1, len(data), len(comment), 0))
+        data += comment
+    shstrtab = b"\0"
+    shname = {}
+    for name in [n for n, *_ in named] + [".shstrtab"]:
+        shname[name] = len(shstrtab)
+        shstrtab += name.encode() + b"\0"
+    named.append((".shstrtab", 3, len(data), len(shstrtab), 0))
+    data += shstrtab
+    while len(data) % 8:
+        data += b"\0"
+    shoff = len(data)
+    data += bytes(64)
+    for name, sh_type, offset, size, link in named:
+        data += struct.pack("<IIQQQQIIQQ", shname[name], sh_type, 0, base + offset, offset, size, link, 0, 1, 0)
+    phdrs = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, len(data), len(data), 0x1000)
+    if needed is not None:
+        phdrs += struct.pack("<IIQQQQQQ", 2, 6, dynamic_off, base + dynamic_off, 0, len(dynamic), len(dynamic), 8)
+    ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
+    data[:64] = ident + struct.pack(
+        "<HHIQQQIHHHHHH", e_type, 62, 1, base + text_off, 64, shoff, 0, 64, 56, phnum, 64, len(named) + 1, len(named)
+    )
+    data[64 : 64 + len(phdrs)] = phdrs
+    path.write_bytes(bytes(data))
+    return path, dynstr_off
+
+
+def test_read_dynamic_and_language(bb, tmp_path):
+    path, dynstr = make_dynamic_elf(
+        tmp_path / "cxx", [b"libm.so.6", b"libstdc++.so.6", b"libc.so.6"], pad=3000, symbols=[b"_ZNSt6vectorIiE"]
+    )
+    dyn = bb.read_dynamic(path)
+    assert dyn.dynstr_offset == dynstr > 3000
+    assert [name for name, _ in dyn.needed] == ["libm.so.6", "libstdc++.so.6", "libc.so.6"]
+    raw = path.read_bytes()
+    assert dyn.libstdcxx_offset == dynstr + len(b"\0libm.so.6\0") == raw.find(b"libstdc++")
+    assert dyn.first_mangled == raw.find(b"_ZNSt6vector")
+    assert all(raw[offset : offset + len(name)] == name.encode() for name, offset in dyn.needed)
+    assert bb.language(dyn) == ("cxx", "DT_NEEDED libstdc++.so.6")
+
+    c_path, c_dynstr = make_dynamic_elf(tmp_path / "c", [b"libc.so.6"], pad=100)
+    c_dyn = bb.read_dynamic(c_path)
+    assert c_dyn.dynstr_offset == c_dynstr and c_dyn.libstdcxx_offset is None and c_dyn.first_mangled is None
+    assert bb.language(c_dyn) == ("c", "no DT_NEEDED libstdc++")
+    # a dynamic section without DT_NEEDED (static-pie) is c; no PT_DYNAMIC at all is skipped
+    assert bb.language(bb.read_dynamic(make_dynamic_elf(tmp_path / "spie", [])[0]))[0] == "c"
+    static, _ = make_dynamic_elf(tmp_path / "static", None)
+    assert bb.read_dynamic(static) is None and bb.language(None) == (None, "no PT_DYNAMIC")
+    # C++ that does not need libstdc++ itself (mangled names, no DT_NEEDED libstdc++): ambiguous, skipped
+    mixed = bb.read_dynamic(make_dynamic_elf(tmp_path / "mixed", [b"libc.so.6"], symbols=[b"_ZN4absl3Foo"])[0])
+    assert bb.language(mixed) == (None, "mangled _Z names but no DT_NEEDED libstdc++")
+    assert bb.read_dynamic(make_elf(tmp_path / "plain", comment=GCC)) is None  # PT_LOAD only
+    (tmp_path / "text").write_bytes(b"hello" * 2000)
+    assert bb.read_dynamic(tmp_path / "text") is None
+
+
+def test_read_dynamic_falls_back_to_the_section_table(bb, tmp_path):
+    path, dynstr = make_dynamic_elf(tmp_path / "f", [b"libstdc++.so.6"], pad=500)
+    raw = bytearray(path.read_bytes())
+    # point DT_STRTAB outside every PT_LOAD: the .dynstr section (linked from .dynamic) is used instead
+    at = raw.find(struct.pack("<qQ", 5, 0x400000 + dynstr))
+    raw[at + 8 : at + 16] = struct.pack("<Q", 0x7FFF0000)
+    path.write_bytes(bytes(raw))
+    dyn = bb.read_dynamic(path)
+    assert dyn.dynstr_offset == dynstr and bb.language(dyn)[0] == "cxx"
+
+
+def test_apply_language(bb, tmp_path):
+    def cand(name, toolchain, dynamic, markers=()):
+        return bb.Candidate(
+            str(tmp_path / name), 9000, name, toolchain, "comment", "g", None, b"", "pie", list(markers), dynamic
+        )
+
+    cxx = bb.read_dynamic(make_dynamic_elf(tmp_path / "a", [b"libstdc++.so.6"])[0])
+    c = bb.read_dynamic(make_dynamic_elf(tmp_path / "b", [b"libc.so.6"])[0])
+    cands = [
+        cand("cxx", "gcc", cxx),
+        cand("c", "gcc", c),
+        cand("static", "gcc", None),
+        cand("go", "go", c),
+        cand("rusty", "gcc", cxx, [b"rust_panic"]),
+        cand("libstdc++.so.6.0.30", "gcc", c),
+        cand("unknown", None, c),
+    ]
+    skipped = Counter()
+    bb.apply_language(cands, skipped)
+    assert [x.label for x in cands] == ["cxx", "c", None, None, None, None, None]
+    assert cands[0].evidence == "DT_NEEDED libstdc++.so.6 (comment)" and cands[0].toolchain == "gcc"
+    assert skipped["language: no PT_DYNAMIC"] == 1 and skipped["language: toolchain go, not gcc"] == 1
+    assert skipped["language: foreign-language strings"] == 1
+
+
+def test_select_balance(bb):
+    def cand(i, label):
+        return bb.Candidate(f"/p{i}", 5000, f"h{i}", label, "x", f"g{i}", None, b"", "pie")
+
+    cands = [cand(i, "c") for i in range(30)] + [cand(100 + i, "cxx") for i in range(12)]
+    caps = {"seed": 0, "max_per_group": None, "max_per_class": 20, "min_per_class": 1, "classes": ["c", "cxx"]}
+    chosen = bb.select(cands, **caps, balance=True)
+    assert Counter(c.label for c in chosen) == {"c": 12, "cxx": 12}
+    chosen = bb.select(cands, **caps)
+    assert Counter(c.label for c in chosen) == {"c": 20, "cxx": 12}
+
+
+def test_main_language_end_to_end(bb, tmp_path, monkeypatch):
+    monkeypatch.setattr(bb, "DPKG_INFO", tmp_path / "no-dpkg")
+    monkeypatch.setattr(bb, "DPKG_STATUS", tmp_path / "no-status")
+    monkeypatch.setattr(bb, "DEBUG_DIRS", ())
+    root = tmp_path / "root"
+    offsets = {}
+    for label, needed in (("cxx", [b"libstdc++.so.6", b"libc.so.6"]), ("c", [b"libc.so.6"])):
+        for pkg in range(5):
+            folder = root / f"{label}{pkg}"
+            folder.mkdir(parents=True)
+            for i in range(3):
+                path, dynstr = make_dynamic_elf(
+                    folder / f"f{i}", needed, pad=700 * pkg + 10 * i, body=f"{label}{pkg}{i}".encode()
+                )
+                offsets[str(path)] = dynstr
+    folder = root / "c9"
+    folder.mkdir()
+    path, dynstr = make_dynamic_elf(folder / "extra", [b"libc.so.6"], body=b"extra")  # balance drops one c
+    offsets[str(path)] = dynstr
+    make_dynamic_elf(folder / "static", None, body=b"static")  # skipped: no PT_DYNAMIC
+    make_dynamic_elf(folder / "clang", [b"libc.so.6"], comment=b"clang version 14\0", body=b"clang")  # not gcc
+    out = tmp_path / "out"
+    summary = bb.main(["--out", str(out), "--roots", str(root), "--min-per-class", "1"])
+    assert summary["label"] == "language" and summary["classes"] == ["c", "cxx"]
+    assert summary["counts"]["c"]["total"] == summary["counts"]["cxx"]["total"] == 15
+    assert summary["skipped"]["language: no PT_DYNAMIC"] == 1
+    assert summary["skipped"]["language: toolchain clang, not gcc"] == 1
+    with open(out / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:3] == ["path", "label", "split"]
+    for r in rows:
+        assert Path(r["path"]).parent.name.rstrip("0123456789") == r["label"]
+        assert int(r["dynstr_offset"]) == offsets[r["path"]]
+    records = {r["path"]: r for r in summary["files"]}
+    assert len(records) == 30
+    for path, r in records.items():
+        raw = Path(path).read_bytes()
+        assert r["dynstr_offset"] == offsets[path]
+        if r["label"] == "cxx":
+            assert r["libstdcxx_offset"] == raw.find(b"libstdc++") == offsets[path] + 1
+        else:
+            assert r["libstdcxx_offset"] is None and b"libstdc++" not in raw
+    table = summary["evidence offsets"]
+    # pads 0, 700, 1400, 2100, 2800 (+ up to 20 and the 184-byte headers): 2 of 5 packages start below 1 KiB
+    assert table["cxx"][".dynstr starts below T"]["1024"] == 0.4 and table["cxx"][".dynstr starts below T"]["4096"] == 1
+    c_offsets = [offsets[r["path"]] for r in rows if r["label"] == "c"]
+    assert table["c"][".dynstr starts below T"]["1024"] == round(sum(o < 1024 for o in c_offsets) / 15, 3)
+    assert table["cxx"]['"libstdc++" string lies within the first T bytes']["1024"] == 0.4
+    rule = summary['string rule: cxx iff "libstdc++" in the first T bytes (nothing fitted)']
+    assert rule["4096"]["train"] == 1.0
+    assert set(summary["baselines (fit on train)"]) >= {
+        "majority class",
+        "best single threshold on min(size, 2**17)",
+        "(e_type, e_phnum) lookup",
+        "masked 64-byte header lookup",
+    }
+    assert summary == json.loads((out / "summary.json").read_text())

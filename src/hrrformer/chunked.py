@@ -129,12 +129,18 @@ def _run(fn, *args):
 
 
 def chunked_block_forward(
-    block: nn.Module, x: torch.Tensor, key_padding_mask: torch.Tensor | None, chunk_size: int, group: Any = None
+    block: nn.Module,
+    x: torch.Tensor,
+    key_padding_mask: torch.Tensor | None,
+    chunk_size: int,
+    group: Any = None,
+    first_only: bool = False,
 ) -> torch.Tensor:
     """An :class:`hrrformer.model.EncoderBlock` with HRR attention over x (B, T, D) in chunks of
     ``chunk_size`` positions → (B, T, D), equal to ``block(x, key_padding_mask, group)``.
 
     ``group``: a sequence-parallel group; x is then this rank's part of the sequence.
+    ``first_only``: pass 3 for position 0 alone → (B, 1, D) (a last layer under CLS pooling).
     """
     attn = block.attn
     if not isinstance(attn, HrrAttention):
@@ -186,4 +192,6 @@ def chunked_block_forward(
         attn.last_weights = torch.cat(weights, dim=-1).detach()
 
     # Pass 3: the rest of the block, chunk by chunk.
+    if first_only:
+        return _run(passes.finish, xs[0][:, :1], weights[0][..., :1])  # (B, 1, D)
     return torch.cat([_run(passes.finish, xc, w) for xc, w in zip(xs, weights, strict=True)], dim=1)

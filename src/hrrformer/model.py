@@ -166,14 +166,27 @@ class EncoderBlock(nn.Module):
         self.chunk_size = config.chunk_size
 
     def forward(
-        self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None, sequence_parallel_group: Any = None
+        self,
+        x: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        sequence_parallel_group: Any = None,
+        first_only: bool = False,
     ) -> torch.Tensor:
         """x (B, T, D) → (B, T, D). With ``sequence_parallel_group``, x is this rank's chunk of a
         sequence split over the group, and the attention spans the whole sequence. With
-        ``chunk_size`` set and T above it, the block runs chunk by chunk (:mod:`hrrformer.chunked`)."""
+        ``chunk_size`` set and T above it, the block runs chunk by chunk (:mod:`hrrformer.chunked`).
+
+        ``first_only``: return position 0 only, (B, 1, D). Every position still enters the
+        attention (β and the softmax normaliser), but the output projection's rest, the residual,
+        the norms and the MLP run on one position: what a last layer under CLS pooling needs.
+        """
         if self.chunk_size is not None and x.shape[1] > self.chunk_size:
-            return chunked_block_forward(self, x, key_padding_mask, self.chunk_size, sequence_parallel_group)
+            return chunked_block_forward(
+                self, x, key_padding_mask, self.chunk_size, sequence_parallel_group, first_only=first_only
+            )
         attended = self._attend(self.attention_input(x), key_padding_mask, sequence_parallel_group)
+        if first_only:
+            x, attended = x[:, :1], attended[:, :1]
         return self.after_attention(x, attended)
 
     def attention_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -260,16 +273,24 @@ class HrrformerEncoder(nn.Module):
         if key_padding_mask is None:
             key_padding_mask = tokens == self.config.pad_id
         x, mask = self.embed(tokens, key_padding_mask)  # (B, T', D), (B, T')
-        for block in self.blocks:
-            if self.config.activation_checkpointing and self.training:
-                x = checkpoint(block, x, mask, use_reentrant=False)
-            else:
-                x = block(x, mask)
+        for i, block in enumerate(self.blocks):
+            x = self._run_block(block, x, mask, None, first_only=self._cls_only(i))
         if self.cls is not None:
-            return self.final_norm(x[:, 0])  # (B, D): the norm is per position, so only CLS's is needed
+            return self.final_norm(x[:, 0])  # (B, D)
         x = self.final_norm(x)
         keep = (~mask).to(x.dtype)[..., None]  # (B, T, 1)
         return (x * keep).sum(1) / keep.sum(1).clamp_min(1.0)  # (B, D)
+
+    def _cls_only(self, index: int) -> bool:
+        """Whether block ``index`` need only output position 0: the last block under CLS pooling."""
+        return self.cls is not None and index == len(self.blocks) - 1
+
+    def _run_block(
+        self, block: nn.Module, x: torch.Tensor, mask: torch.Tensor, group: Any, first_only: bool
+    ) -> torch.Tensor:
+        if self.config.activation_checkpointing and self.training:
+            return checkpoint(block, x, mask, group, first_only, use_reentrant=False)
+        return block(x, mask, group, first_only)
 
     # ------------------------------------------------------------------------- sequence parallel
     def _check_sequence_parallel(
@@ -333,11 +354,8 @@ class HrrformerEncoder(nn.Module):
         mask = self._check_sequence_parallel(tokens, key_padding_mask, group)
         rank = group_rank(group)
         x, mask = self._embed_sequence_parallel(tokens, mask, rank)  # (B, T', D), (B, T')
-        for block in self.blocks:
-            if self.config.activation_checkpointing and self.training:
-                x = checkpoint(block, x, mask, group, use_reentrant=False)
-            else:
-                x = block(x, mask, group)
+        for i, block in enumerate(self.blocks):
+            x = self._run_block(block, x, mask, group, first_only=self._cls_only(i))
         if self.cls is not None:
             # Rank 0's first row is the CLS token; the other ranks pass their first row only so that
             # their backward (and its collectives) runs through their chunk, with a zero gradient.
