@@ -20,23 +20,26 @@ meta device and initialised after sharding).
 Prints, and writes as JSON with ``--json``: time of each phase, peak RSS of each process, and
 the bytes communicated per layer (formula in hrrformer.parallel's docstring).
 
-Measured (one step, float32, gloo, torch 2.11 CPU; the step is forward + backward + gradient
-all-reduce + Adam, timed between barriers):
+Measured (one step, float32, gloo; the step is forward + backward + gradient all-reduce + Adam,
+timed between barriers):
 
-    4,194,304 B, 4 procs × 4 threads, 16-core 128 GiB machine   sinusoidal  64.1 s   peak RSS 22.3 GiB/process
-                                                               learned     57.4 s   peak RSS 23.3 GiB/process
-      524,288 B, 4 procs × 1 thread, the 2-core 23 GiB machine  sinusoidal  67.6 s   peak RSS  2.5 GiB/process
+    4,194,304 B, 4 procs × 1 thread, the 2-core 23 GiB machine, --chunk-size 32768
+        sinusoidal  415.7 s   peak RSS 3.6 GiB/process   (torch 2.13, 2026-11-28; two 1-thread
+                                                          training runs shared the 2 cores)
+    4,194,304 B, 4 procs × 4 threads, 16-core 128 GiB machine, no chunking (torch 2.11)
+        sinusoidal   64.1 s   peak RSS 22.3 GiB/process
+        learned      57.4 s   peak RSS 23.3 GiB/process
+      524,288 B, 4 procs × 1 thread, the 2-core machine, no chunking   67.6 s   2.5 GiB/process
 
 Communication is not the limit: the attention layer all-reduces 2,112 B per step (β and S
 forward, their gradients backward: 2·B·h·(d+1)·4 B), the CLS broadcast 1 KiB each way, and
-the gradient all-reduce 2.9 MB (the 725,250 replicated parameters). Memory is: autograd keeps
-about 21 KiB of activations per position in float32 (embeddings, LayerNorm inputs, q/k/v, the
-MLP's 512-wide hidden layer, dropout masks), 22 GiB per process at 1M positions per process,
-about 89 GiB for a 4M-byte input however many processes share it. So the 4M-byte step does not
-fit the 23 GiB, 2-core machine; it ran on a 128 GiB machine's CPUs. Since a layer's only
-cross-position state is (β, S), recomputing each rank's chunk in sub-chunks (three passes:
-β, then S, then outputs, each under activation checkpointing) would bound the memory per
-process to one sub-chunk's activations; that is not implemented.
+the gradient all-reduce 2.9 MB (the 725,250 replicated parameters). Memory is: without
+chunking autograd keeps about 21 KiB of activations per position in float32 (embeddings,
+LayerNorm inputs, q/k/v, the MLP's 512-wide hidden layer, dropout masks), 22 GiB per process
+at 1M positions per process. Sequence chunking (hrrformer.chunked, ``--chunk-size``) runs each
+process's part in pieces (three checkpointed passes: β, then the softmax normaliser, then the
+rest of the block), and the last layer under CLS pooling computes only the CLS output, which
+brings a process down to 3.6 GiB at 1M positions: the 4M-byte step fits the 2-core machine.
 """
 
 from __future__ import annotations
