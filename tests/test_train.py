@@ -185,3 +185,14 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(listops_
     assert len(losses_one) == len(losses_two) == 4
     assert losses_two == pytest.approx(losses_one, rel=1e-4, abs=1e-5)
     assert json.loads((ddp / "summary.json").read_text())["world_size"] == 2
+
+
+def test_time_budget_stops_inside_an_epoch_and_records_the_fraction(listops_dir, tmp_path):
+    run = tmp_path / "run"
+    assert main(train_args(listops_dir, run, "--epochs", "3", "--max-minutes", "1e-9")) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stopped_by_time_budget"] is True
+    assert summary["epochs"] == pytest.approx(1 / 8)  # one step of 64 / 8 = 8 batches
+    epochs = [r for r in metric_lines(run) if r["type"] == "epoch"]
+    assert len(epochs) == 1 and epochs[0]["epoch"] == pytest.approx(1 / 8) and epochs[0]["examples"] == 8
+    assert summary["val_accuracy"] is not None  # evaluated after the budget ran out

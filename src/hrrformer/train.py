@@ -494,7 +494,9 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
             disable=not (config.progress and info.is_main),
             dynamic_ncols=True,
         )
+        batches_done = done_before
         for i, batch in enumerate(loader, start=done_before + 1):
+            batches_done = i
             with autocast(device, config.amp):
                 logits = forward_batch(train_model, batch, device, info.sp_group).float()
             labels = batch["labels"].to(device)
@@ -547,10 +549,12 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
         epoch_seconds = time.perf_counter() - epoch_start
         totals = dp_all_reduce_sum(sums.clone(), info)
         val = evaluate_split(data.val)
+        # A budget-stopped epoch counts as the fraction of its batches that ran.
+        epoch_reached = epoch + 1 if batches_done >= steps_per_epoch else epoch + batches_done / steps_per_epoch
         record = {
             "type": "epoch",
             "step": step,
-            "epoch": epoch + 1,
+            "epoch": epoch_reached,
             "train_loss": totals[0].item() / max(totals[2].item(), 1),
             "train_accuracy": totals[1].item() / max(totals[2].item(), 1),
             "val_loss": val["loss"],
@@ -563,7 +567,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
         metrics.write(record)
         if info.is_main:
             print(
-                f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f} | "
+                f"epoch {epoch_reached:g}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f} | "
                 f"val acc {val['accuracy']:.4f} | {epoch_seconds:.0f} s, {record['examples_per_second']:.1f} ex/s",
                 file=sys.stderr,
             )
@@ -579,7 +583,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
         "preset": config.preset,
         "attention": config.attention,
         "params": params,
-        "epochs": len(history),
+        "epochs": history[-1]["epoch"] if history else 0,  # fractional when the budget stopped an epoch
         "stopped_by_time_budget": out_of_time,
         "train_seconds": train_seconds,
         "wall_seconds_this_process": time.perf_counter() - train_start,
