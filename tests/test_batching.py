@@ -95,3 +95,30 @@ def test_evaluation_does_not_depend_on_batch_order(tmp_path) -> None:
     plain_run = evaluate(model, unsorted, batch_size=4, device=torch.device("cpu"), num_classes=3)
     assert sorted_run["confusion_matrix"] == plain_run["confusion_matrix"]
     assert sorted_run["loss"] == pytest.approx(plain_run["loss"], rel=1e-5)
+
+
+def test_batches_are_padded_to_a_multiple_capped_at_max_len() -> None:
+    from hrrformer.data.base import collate, pad_sequences
+
+    seqs = [torch.ones(5, dtype=torch.long), torch.ones(130, dtype=torch.long)]
+    tokens, mask = pad_sequences(seqs, multiple=128)
+    assert tokens.shape == (2, 256) and mask[0, 5:].all() and not mask[1, :130].any() and mask[1, 130:].all()
+    assert pad_sequences(seqs, multiple=128, cap=200)[0].shape == (2, 200)  # capped at max_len
+    assert pad_sequences(seqs, multiple=128, cap=100)[0].shape == (2, 130)  # never below the longest
+    assert pad_sequences(seqs)[0].shape == (2, 130)
+    with pytest.raises(ValueError, match="multiple"):
+        pad_sequences(seqs, multiple=0)
+    batch = collate([((seqs[0], seqs[1]), 1), ((seqs[1], seqs[0]), 0)], pad_multiple=64)
+    assert batch["tokens_a"].shape == (2, 192) and batch["tokens_b"].shape == (2, 192)
+
+
+def test_padding_to_a_multiple_changes_no_logit() -> None:
+    from hrrformer.data.base import collate
+    from hrrformer.model import Hrrformer, HrrformerConfig
+
+    torch.manual_seed(0)
+    model = Hrrformer(HrrformerConfig(vocab_size=10, max_len=300, dim=8, heads=2, mlp_dim=8, dropout=0.0)).double()
+    items = [(torch.randint(1, 10, (n,)), 0) for n in (7, 100, 33)]
+    exact, rounded = collate(items), collate(items, pad_multiple=128, max_len=300)
+    assert rounded["tokens"].shape[1] == 128
+    torch.testing.assert_close(model(rounded["tokens"], rounded["mask"]), model(exact["tokens"], exact["mask"]))

@@ -61,9 +61,20 @@ class TaskData:
     skipped: dict[str, int] = field(default_factory=dict)
 
 
-def pad_sequences(sequences: Sequence[torch.Tensor], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """1-D integer tensors → tokens (B, L) padded with 0 and mask (B, L), True = padding."""
-    length = max((len(s) for s in sequences), default=0) if length is None else length
+def pad_sequences(
+    sequences: Sequence[torch.Tensor], length: int | None = None, multiple: int = 1, cap: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """1-D integer tensors → tokens (B, L) padded with 0 and mask (B, L), True = padding.
+
+    L is ``length``, or the longest sequence rounded up to a ``multiple`` (at most ``cap``, but
+    never below the longest sequence)."""
+    if multiple < 1:
+        raise ValueError(f"pad multiple must be ≥ 1, got {multiple}")
+    if length is None:
+        longest = max((len(s) for s in sequences), default=0)
+        length = -(-longest // multiple) * multiple
+        if cap is not None:
+            length = max(min(length, cap), longest)
     length = max(length, 1)
     tokens = torch.zeros(len(sequences), length, dtype=torch.long)
     for i, s in enumerate(sequences):
@@ -73,14 +84,18 @@ def pad_sequences(sequences: Sequence[torch.Tensor], length: int | None = None) 
     return tokens, mask
 
 
-def collate(batch: Sequence[tuple]) -> dict[str, torch.Tensor]:
+def collate(batch: Sequence[tuple], pad_multiple: int = 1, max_len: int | None = None) -> dict[str, torch.Tensor]:
     """List of items → {"tokens", "mask", "labels"} or, for pairs, {"tokens_a", "mask_a",
-    "tokens_b", "mask_b", "labels"}; tokens (B, L) long, masks (B, L) bool, labels (B,) long."""
+    "tokens_b", "mask_b", "labels"}; tokens (B, L) long, masks (B, L) bool, labels (B,) long.
+
+    L is the batch's longest sequence rounded up to ``pad_multiple`` (at most ``max_len``):
+    few distinct shapes let the allocator reuse freed blocks (see ``hrrformer.batching``)."""
     sequences, labels = zip(*batch)
     out: dict[str, torch.Tensor] = {"labels": torch.tensor(labels, dtype=torch.long)}
+    pad = {"multiple": pad_multiple, "cap": max_len}
     if isinstance(sequences[0], tuple | list):
-        out["tokens_a"], out["mask_a"] = pad_sequences([s[0] for s in sequences])
-        out["tokens_b"], out["mask_b"] = pad_sequences([s[1] for s in sequences])
+        out["tokens_a"], out["mask_a"] = pad_sequences([s[0] for s in sequences], **pad)
+        out["tokens_b"], out["mask_b"] = pad_sequences([s[1] for s in sequences], **pad)
     else:
-        out["tokens"], out["mask"] = pad_sequences(sequences)
+        out["tokens"], out["mask"] = pad_sequences(sequences, **pad)
     return out
