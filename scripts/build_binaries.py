@@ -199,6 +199,74 @@ def _build_id(note: bytes, end: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Header:
+    """The ELF header fields both readers need; ``end`` is the struct byte-order prefix."""
+
+    end: str
+    bits: int
+    e_type: int
+    machine: int
+    phoff: int
+    shoff: int
+    phentsize: int
+    phnum: int
+    shentsize: int
+    shnum: int
+    shstrndx: int
+
+    @property
+    def section_format(self) -> str:
+        return self.end + ("IIQQQQIIQQ" if self.bits == 64 else "IIIIIIIIII")
+
+
+def _read_header(f) -> _Header | None:
+    """The ELF header at the start of open file ``f``, or None when it is not ELF."""
+    head = f.read(64)
+    if len(head) < 52 or head[:4] != ELF_MAGIC or head[4] not in (1, 2) or head[5] not in (1, 2):
+        return None
+    end = "<" if head[5] == 1 else ">"
+    e_type, machine = struct.unpack_from(end + "HH", head, 16)
+    if head[4] == 2:
+        if len(head) < 64:
+            return None
+        phoff, shoff = struct.unpack_from(end + "QQ", head, 32)
+        rest = struct.unpack_from(end + "HHHHH", head, 54)
+        bits = 64
+    else:
+        phoff, shoff = struct.unpack_from(end + "II", head, 28)
+        rest = struct.unpack_from(end + "HHHHH", head, 42)
+        bits = 32
+    return _Header(end, bits, e_type, machine, phoff, shoff, *rest)
+
+
+def _section_table(f, header: _Header, file_size: int) -> list[tuple] | None:
+    """Every section header as an unpacked tuple (name, type, flags, addr, offset, size, link, …),
+    with extended numbering resolved; None when the table is absent or unreadable."""
+    fmt = header.section_format
+    entry = struct.calcsize(fmt)
+    shnum = header.shnum
+    if not header.shoff or header.shentsize < entry:
+        return None
+    if shnum == 0:  # extended numbering: the count is in section 0's sh_size
+        first = _read_at(f, header.shoff, entry, file_size, entry)
+        if first is None:
+            return None
+        shnum = struct.unpack(fmt, first)[5]
+    if not 0 < shnum <= 65536:
+        return None
+    raw = _read_at(f, header.shoff, shnum * header.shentsize, file_size, 1 << 24)
+    if raw is None or len(raw) < shnum * header.shentsize:
+        return None
+    return [struct.unpack_from(fmt, raw, i * header.shentsize) for i in range(shnum)]
+
+
+def _c_string(buffer: bytes, at: int) -> str:
+    """The NUL-terminated string at ``at`` of ``buffer`` (latin-1)."""
+    stop = buffer.find(b"\0", at)
+    return buffer[at : stop if stop >= 0 else len(buffer)].decode("latin-1")
+
+
 def read_elf(path: str | os.PathLike) -> ElfInfo | None:
     """Parse the ELF header, program header types and section table of ``path``; None if not ELF.
 
@@ -209,51 +277,28 @@ def read_elf(path: str | os.PathLike) -> ElfInfo | None:
     try:
         with open(path, "rb") as f:
             file_size = os.fstat(f.fileno()).st_size
-            head = f.read(64)
-            if len(head) < 52 or head[:4] != ELF_MAGIC or head[4] not in (1, 2) or head[5] not in (1, 2):
+            header = _read_header(f)
+            if header is None:
                 return None
-            end = "<" if head[5] == 1 else ">"
-            if head[4] == 2:
-                if len(head) < 64:
-                    return None
-                e_type, machine = struct.unpack_from(end + "HH", head, 16)
-                phoff, shoff = struct.unpack_from(end + "QQ", head, 32)
-                phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from(end + "HHHHH", head, 54)
-                sh_fmt, bits = end + "IIQQQQIIQQ", 64
-            else:
-                e_type, machine = struct.unpack_from(end + "HH", head, 16)
-                phoff, shoff = struct.unpack_from(end + "II", head, 28)
-                phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from(end + "HHHHH", head, 42)
-                sh_fmt, bits = end + "IIIIIIIIII", 32
-            info = ElfInfo(bits=bits, e_type=e_type, machine=machine)
+            end, phoff, phentsize, phnum = header.end, header.phoff, header.phentsize, header.phnum
+            info = ElfInfo(bits=header.bits, e_type=header.e_type, machine=header.machine)
             if phoff and phentsize >= 4 and 0 < phnum <= 512:
                 raw = _read_at(f, phoff, phnum * phentsize, file_size, 1 << 20)
                 if raw is not None and len(raw) == phnum * phentsize:
                     info.phdr_types = tuple(struct.unpack_from(end + "I", raw, i * phentsize)[0] for i in range(phnum))
-            entry = struct.calcsize(sh_fmt)
-            if not shoff or shentsize < entry:
+            table = _section_table(f, header, file_size)
+            if table is None:
                 return info
-            if shnum == 0:  # extended numbering: the count is in section 0's sh_size
-                first = _read_at(f, shoff, entry, file_size, entry)
-                if first is None:
-                    return info
-                shnum = struct.unpack(sh_fmt, first)[5]
-            if not 0 < shnum <= 65536:
-                return info
-            raw = _read_at(f, shoff, shnum * shentsize, file_size, 1 << 24)
-            if raw is None or len(raw) < shnum * shentsize:
-                return info
-            table = [struct.unpack_from(sh_fmt, raw, i * shentsize) for i in range(shnum)]
+            shstrndx = header.shstrndx
             if shstrndx == 0xFFFF:  # SHN_XINDEX: the index is in section 0's sh_link
                 shstrndx = table[0][6]
-            if shstrndx >= shnum:
+            if shstrndx >= len(table):
                 return info
             names = _read_at(f, table[shstrndx][4], table[shstrndx][5], file_size, 1 << 20) or b""
             for sh_name, sh_type, _flags, _addr, offset, size, *_ in table:
                 if sh_name >= len(names):
                     continue
-                stop = names.find(b"\0", sh_name)
-                name = names[sh_name : stop if stop >= 0 else len(names)].decode("latin-1")
+                name = _c_string(names, sh_name)
                 if name:
                     info.sections.setdefault(name, (sh_type, offset, size))
             for name, limit in ((".comment", 1 << 16), (".debug_gdb_scripts", 1 << 12), (".note.gnu.build-id", 256)):
@@ -295,18 +340,11 @@ class DynamicInfo:
         return None
 
 
-def _dynstr_section(f, end: str, bits: int, shoff: int, shentsize: int, shnum: int, file_size: int):
+def _dynstr_section(f, header: _Header, file_size: int) -> tuple[int, int] | None:
     """(offset, size) of the ``.dynstr`` section from the section table (fallback), or None."""
-    sh_fmt = end + ("IIQQQQIIQQ" if bits == 64 else "IIIIIIIIII")
-    entry = struct.calcsize(sh_fmt)
-    if not shoff or shentsize < entry or not 0 < shnum <= 65536:
-        return None
-    raw = _read_at(f, shoff, shnum * shentsize, file_size, 1 << 24)
-    if raw is None or len(raw) < shnum * shentsize:
-        return None
-    table = [struct.unpack_from(sh_fmt, raw, i * shentsize) for i in range(shnum)]
+    table = _section_table(f, header, file_size) or []
     for _name, sh_type, _flags, _addr, _offset, _size, link, *_ in table:
-        if sh_type == 6 and link < shnum and table[link][1] == 3:  # SHT_DYNAMIC -> its SHT_STRTAB
+        if sh_type == 6 and link < len(table) and table[link][1] == 3:  # SHT_DYNAMIC -> its SHT_STRTAB
             return table[link][4], table[link][5]
     return None
 
@@ -320,20 +358,11 @@ def read_dynamic(path: str | os.PathLike) -> DynamicInfo | None:
     try:
         with open(path, "rb") as f:
             file_size = os.fstat(f.fileno()).st_size
-            head = f.read(64)
-            if len(head) < 52 or head[:4] != ELF_MAGIC or head[4] not in (1, 2) or head[5] not in (1, 2):
+            header = _read_header(f)
+            if header is None:
                 return None
-            end = "<" if head[5] == 1 else ">"
-            if head[4] == 2:
-                if len(head) < 64:
-                    return None
-                phoff, shoff = struct.unpack_from(end + "QQ", head, 32)
-                phentsize, phnum, shentsize, shnum = struct.unpack_from(end + "HHHH", head, 54)
-                bits, dyn_fmt = 64, end + "qQ"
-            else:
-                phoff, shoff = struct.unpack_from(end + "II", head, 28)
-                phentsize, phnum, shentsize, shnum = struct.unpack_from(end + "HHHH", head, 42)
-                bits, dyn_fmt = 32, end + "iI"
+            end, bits, phoff, phentsize, phnum = header.end, header.bits, header.phoff, header.phentsize, header.phnum
+            dyn_fmt = end + ("qQ" if bits == 64 else "iI")
             if not phoff or not 0 < phnum <= 512 or phentsize < (56 if bits == 64 else 32):
                 return None
             raw = _read_at(f, phoff, phnum * phentsize, file_size, 1 << 20)
@@ -373,7 +402,7 @@ def read_dynamic(path: str | os.PathLike) -> DynamicInfo | None:
                         info.dynstr_offset = offset + strtab - vaddr
                         break
             if info.dynstr_offset is None:
-                section = _dynstr_section(f, end, bits, shoff, shentsize, shnum, file_size)
+                section = _dynstr_section(f, header, file_size)
                 if section is not None:
                     info.dynstr_offset, strsz = section[0], strsz or section[1]
             if info.dynstr_offset is None:
@@ -382,9 +411,7 @@ def read_dynamic(path: str | os.PathLike) -> DynamicInfo | None:
             strings = _read_at(f, info.dynstr_offset, strsz or 0, file_size, 1 << 24) or b""
             for val in needed:
                 if val < len(strings):
-                    stop = strings.find(b"\0", val)
-                    name = strings[val : stop if stop >= 0 else len(strings)].decode("latin-1")
-                    info.needed.append((name, info.dynstr_offset + val))
+                    info.needed.append((_c_string(strings, val), info.dynstr_offset + val))
             mangled = strings.find(b"\0_Z")
             if mangled >= 0:
                 info.first_mangled = info.dynstr_offset + mangled + 1

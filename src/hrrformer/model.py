@@ -177,8 +177,8 @@ class EncoderBlock(nn.Module):
         ``chunk_size`` set and T above it, the block runs chunk by chunk (:mod:`hrrformer.chunked`).
 
         ``first_only``: return position 0 only, (B, 1, D). Every position still enters the
-        attention (β and the softmax normaliser), but the output projection's rest, the residual,
-        the norms and the MLP run on one position: what a last layer under CLS pooling needs.
+        attention (β and the softmax normaliser), but the residual, the norms and the MLP run on
+        one position (chunked: the output projection too): what a last layer under CLS pooling needs.
         """
         if self.chunk_size is not None and x.shape[1] > self.chunk_size:
             return chunked_block_forward(
