@@ -111,7 +111,7 @@ TASKS: dict[str, TaskSpec] = {
                 layers=1,
                 mlp_dim=128,
                 batch_size=32,
-                epochs=5,
+                epochs=9,
                 pos_embedding="sinusoidal",
             ),
             "demo": Preset(
@@ -245,8 +245,8 @@ TASKS: dict[str, TaskSpec] = {
                 layers=1,
                 mlp_dim=128,
                 batch_size=32,
-                epochs=5,
-                generate=(20_000, 0, 0),
+                epochs=10,
+                generate=(100_000, 0, 0),
             ),
             "demo": Preset(
                 max_minutes=4,
