@@ -1,6 +1,8 @@
 """Print a markdown table of finished runs (their summary.json and config.json), for EXPERIMENTS.md.
 
-Usage: python scripts/summarize_runs.py runs/exp/*
+Usage: python scripts/summarize_runs.py runs/exp/*            (one row per run)
+       python scripts/summarize_runs.py --epochs runs/exp/*   (per epoch: cumulative training
+       minutes and validation accuracy, for "time to reach an accuracy" comparisons)
 """
 
 from __future__ import annotations
@@ -26,7 +28,30 @@ def row(run: Path) -> str | None:
     )
 
 
+def epoch_rows(run: Path) -> list[str]:
+    """One row per validation point: epoch (fractional when a budget stopped it), minutes, val %."""
+    metrics = run / "metrics.jsonl"
+    if not metrics.exists():
+        return []
+    rows, minutes = [], 0.0
+    for line in metrics.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("type") != "epoch":
+            continue
+        minutes += record["seconds"] / 60
+        val = record.get("val_accuracy")
+        shown = "–" if val is None else f"{100 * val:.2f}"
+        rows.append(f"| {run.name} | {record['epoch']:g} | {minutes:.1f} | {shown} | {record['train_loss']:.4f} |")
+    return rows
+
+
 def main(paths: list[str]) -> None:
+    if paths and paths[0] == "--epochs":
+        print("| run | epoch | training minutes | val acc % | train loss |")
+        print("|---|---|---|---|---|")
+        for p in paths[1:]:
+            print("\n".join(epoch_rows(Path(p))))
+        return
     print(
         "| run | attention | model | params | train/val/test | examples trained (epochs) | train min | ex/s "
         "| val acc % | test acc % | peak RSS GB |"
