@@ -309,7 +309,7 @@ TASKS: dict[str, TaskSpec] = {
                 layers=1,
                 mlp_dim=128,
                 batch_size=8,
-                epochs=5,
+                epochs=20,
                 pooling="cls",
             ),
             "demo": Preset(
