@@ -940,3 +940,28 @@ def test_predict_reads_the_list_from_stdin_and_needs_files(binaries_run, tmp_pat
 # ============================================================================ the driver entry point
 if __name__ == "__main__" and sys.argv[1:2] == ["--kill-driver"]:
     print(json.dumps(_drive(json.loads(sys.argv[2]))))
+
+
+def test_concurrent_generation_into_the_cache_keeps_the_first_complete_copy(tmp_path, monkeypatch):
+    """Two runs started at once both generate; the one finishing second must not delete the
+    copy the first is already reading, and leaves no temporary folder behind."""
+    import hrrformer.data.listops_gen as listops_gen
+    from hrrformer.tasks import get_task
+    from hrrformer.train import generated_data_dir
+
+    monkeypatch.setenv("HRRFORMER_CACHE", str(tmp_path))
+    preset = get_task("listops").presets["demo"]
+    real_generate = listops_gen.generate_listops
+    first: dict[str, Path] = {}
+
+    def generate_while_another_process_finishes(out: Path, **kwargs: int) -> None:
+        monkeypatch.setattr(listops_gen, "generate_listops", real_generate)
+        first["path"] = generated_data_dir("listops", preset, seed=0)  # the "other" process, done first
+        (first["path"] / "marker").write_text("in use")
+        real_generate(out, **kwargs)
+
+    monkeypatch.setattr(listops_gen, "generate_listops", generate_while_another_process_finishes)
+    target = generated_data_dir("listops", preset, seed=0)
+    assert target == first["path"]
+    assert (target / "marker").read_text() == "in use"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
