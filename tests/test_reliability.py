@@ -937,11 +937,6 @@ def test_predict_reads_the_list_from_stdin_and_needs_files(binaries_run, tmp_pat
     assert "give files to classify" in capsys.readouterr().err
 
 
-# ============================================================================ the driver entry point
-if __name__ == "__main__" and sys.argv[1:2] == ["--kill-driver"]:
-    print(json.dumps(_drive(json.loads(sys.argv[2]))))
-
-
 def test_concurrent_generation_into_the_cache_keeps_the_first_complete_copy(tmp_path, monkeypatch):
     """Two runs started at once both generate; the one finishing second must not delete the
     copy the first is already reading, and leaves no temporary folder behind."""
@@ -965,3 +960,8 @@ def test_concurrent_generation_into_the_cache_keeps_the_first_complete_copy(tmp_
     assert target == first["path"]
     assert (target / "marker").read_text() == "in use"
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+
+
+# ============================================================================ the driver entry point
+if __name__ == "__main__" and sys.argv[1:2] == ["--kill-driver"]:
+    print(json.dumps(_drive(json.loads(sys.argv[2]))))

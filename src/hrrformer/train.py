@@ -188,14 +188,11 @@ def generated_data_dir(task: str, preset: Preset, seed: int) -> Path:
     print(f"generating {task} data into {target} (once; reused afterwards)", file=sys.stderr)
     make(tmp)
     (tmp / ".complete").write_text("")
-    if (target / ".complete").exists():  # another process finished the same data first: keep its copy
-        shutil.rmtree(tmp)
-        return target
-    if target.exists():  # an incomplete leftover
+    if target.exists() and not (target / ".complete").exists():  # an incomplete leftover
         shutil.rmtree(target, ignore_errors=True)
     try:
-        os.replace(tmp, target)
-    except OSError:  # lost a race to a process that renamed its copy in between
+        os.replace(tmp, target)  # fails if another process's complete copy is there: it may be in use
+    except OSError:
         if not (target / ".complete").exists():
             raise
         shutil.rmtree(tmp)
