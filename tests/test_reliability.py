@@ -962,6 +962,22 @@ def test_concurrent_generation_into_the_cache_keeps_the_first_complete_copy(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
 
 
+def test_generation_into_the_cache_respects_no_progress(tmp_path, monkeypatch, capfd):
+    """``--no-progress`` reaches the generator: a log file gets no progress bar lines."""
+    from dataclasses import replace
+
+    from hrrformer.tasks import get_task
+    from hrrformer.train import generated_data_dir
+
+    monkeypatch.setenv("HRRFORMER_CACHE", str(tmp_path))
+    tiny = replace(get_task("listops").presets["demo"], generate=(40, 5, 5))
+    quiet = generated_data_dir("listops", tiny, seed=1, progress=False)
+    assert "ex/s" not in capfd.readouterr().err  # tqdm's rate column
+    assert (quiet / ".complete").exists()
+    generated_data_dir("listops", tiny, seed=2, progress=True)
+    assert "ex/s" in capfd.readouterr().err  # the bar is on by default
+
+
 # ============================================================================ the driver entry point
 if __name__ == "__main__" and sys.argv[1:2] == ["--kill-driver"]:
     print(json.dumps(_drive(json.loads(sys.argv[2]))))

@@ -164,8 +164,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("HRRFORMER_CACHE", Path.home() / ".cache" / "hrrformer"))
 
 
-def generated_data_dir(task: str, preset: Preset, seed: int) -> Path:
-    """Generate the task's standard data set into the cache once (atomically), and return its path."""
+def generated_data_dir(task: str, preset: Preset, seed: int, progress: bool = True) -> Path:
+    """Generate the task's standard data set into the cache once (atomically), and return its path.
+
+    ``progress=False`` turns the generator's progress bar off (``--no-progress``: logs stay clean).
+    """
     spec = get_task(task)
     options = dict(spec.generator_options)
     n_train, n_val, n_test = preset.generate
@@ -173,13 +176,15 @@ def generated_data_dir(task: str, preset: Preset, seed: int) -> Path:
         from .data.listops_gen import generate_listops
 
         target = default_cache_dir() / f"listops-{n_train}-{n_val}-{n_test}-seed{seed}"
-        make = lambda out: generate_listops(out, train=n_train, val=n_val, test=n_test, seed=seed)  # noqa: E731
+        make = lambda out: generate_listops(  # noqa: E731
+            out, train=n_train, val=n_val, test=n_test, seed=seed, progress=progress
+        )
     else:
         from .data.pathfinder_gen import generate_pathfinder
 
         size = options.get("size", 32)
         target = default_cache_dir() / f"pathfinder{size}-{n_train}-seed{seed}"
-        make = lambda out: generate_pathfinder(out, size=size, n=n_train, seed=seed)  # noqa: E731
+        make = lambda out: generate_pathfinder(out, size=size, n=n_train, seed=seed, progress=progress)  # noqa: E731
     if (target / ".complete").exists():
         return target
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
@@ -210,9 +215,9 @@ def load_data(config: TrainConfig, info: DistInfo, data_path: str | None = None)
             raise ValueError(f"--data is required for task {config.task!r} (it has no generator)")
         preset = get_preset(config.task, config.preset)
         if info.is_main:
-            path = str(generated_data_dir(config.task, preset, 0))
+            generated_data_dir(config.task, preset, 0, progress=config.progress)
         barrier(info)
-        path = str(generated_data_dir(config.task, preset, 0))
+        path = str(generated_data_dir(config.task, preset, 0, progress=config.progress))
     config.data = path
     max_len = config.model.get("max_len")
     data = load_task(
