@@ -39,6 +39,9 @@ for task in "${tasks[@]}"; do
     listops) pair listops --task listops --preset cpu ;;
     imdb-pairs) pair imdb-pairs --task imdb-pairs --preset cpu --data "$shared/aclImdb_train.tar.gz" ;;
     pathfinder) pair pathfinder --task pathfinder --preset cpu ;;
+    pathx)  # Path-X (128×128, T = 16,384): HRR only (softmax attention at T = 16,384 trains ~0.2 ex/s here)
+      run pathx-hrr --task pathx --preset cpu --attention hrr
+      wait ;;
     image) pair image --task image --preset cpu --data "$shared/cifar10_train_images.tar.gz" ;;
     binaries)  # C vs C++ ELF files (scripts/build_binaries.py, docs/BINARIES.md); T from 2^10 to 2^17
       for t in 1024 4096 16384 131072; do
