@@ -177,3 +177,59 @@ def test_attention_weights_reproduce_the_output(causal):
     if not causal:
         sums = w.sum(-1)
         torch.testing.assert_close(sums, torch.ones_like(sums))
+
+
+# ---------------------------------------------------------------------------- length_scale
+def _scaled_reference(q, k, v, mask, causal):
+    """n·w_t·v_t written plainly: the reference output times the count of real positions its
+    softmax runs over (all of them, or those ≤ t when causal)."""
+    t = q.shape[-2]
+    keep = torch.ones(q.shape[0], t, dtype=q.dtype) if mask is None else (~mask).to(q.dtype)
+    counts = torch.stack([keep[:, : i + 1].sum(-1) if causal else keep.sum(-1) for i in range(t)], -1)  # (B, T)
+    return hrr_attention_reference(q, k, v, mask, causal) * counts.clamp_min(1.0)[:, None, :, None]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+def test_length_scale_equals_count_times_reference(causal, padded):
+    layer = HrrAttention(12, 3, causal=causal, length_scale=True).double()
+    q, k, v = random_qkv(3, 3, 10, 4, seed=7)
+    mask = random_padding(3, 10, seed=7) if padded else None
+    got = layer.attend(q, k, v, mask)
+    torch.testing.assert_close(got, _scaled_reference(q, k, v, mask, causal), atol=1e-10, rtol=1e-10)
+
+
+def test_length_scale_gives_the_values_under_uniform_weights():
+    """q = 0 scores every position 0: uniform weights 1/n, so n·w_t·v_t = v_t (the paper's form: v_t/n)."""
+    layer = HrrAttention(8, 2, length_scale=True).double()
+    _, k, v = random_qkv(2, 2, 9, 4, seed=1)
+    q = torch.zeros_like(k)
+    mask = torch.zeros(2, 9, dtype=torch.bool)
+    mask[1, 6:] = True
+    out = layer.attend(q, k, v, mask)
+    real = ~mask
+    torch.testing.assert_close(out.transpose(1, 2)[real], v.transpose(1, 2)[real])
+
+
+def test_length_scale_gradcheck_and_padding_invariance():
+    torch.manual_seed(0)
+    layer = HrrAttention(8, 2, length_scale=True).double()
+    x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a: layer(a), (x,))
+    padded = torch.cat([x.detach(), torch.randn(2, 4, 8, dtype=torch.float64)], dim=1)
+    mask = torch.zeros(2, 9, dtype=torch.bool)
+    mask[:, 5:] = True
+    torch.testing.assert_close(layer(padded, key_padding_mask=mask)[:, :5], layer(x.detach()))
+
+
+def test_length_scale_refuses_what_it_does_not_support():
+    from hrrformer.model import HrrformerConfig
+
+    with pytest.raises(ValueError, match="length_scale"):
+        HrrformerConfig(attention="softmax", length_scale=True)
+    with pytest.raises(ValueError, match="length_scale"):
+        HrrformerConfig(chunk_size=64, length_scale=True)
+    layer = HrrAttention(8, 2, length_scale=True)
+    layer.sequence_parallel_group = object()  # any group: refused before communicating
+    with pytest.raises(ValueError, match="sequence parallelism"):
+        layer(torch.randn(1, 4, 8))

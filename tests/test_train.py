@@ -196,3 +196,17 @@ def test_time_budget_stops_inside_an_epoch_and_records_the_fraction(listops_dir,
     epochs = [r for r in metric_lines(run) if r["type"] == "epoch"]
     assert len(epochs) == 1 and epochs[0]["epoch"] == pytest.approx(1 / 8) and epochs[0]["examples"] == 8
     assert summary["val_accuracy"] is not None  # evaluated after the budget ran out
+
+
+def test_length_scale_flag_reaches_the_model_and_the_saved_config():
+    import argparse
+
+    from hrrformer.train import add_arguments, build_model, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    scaled = config_from_args(parser.parse_args(["--task", "listops", "--preset", "demo", "--length-scale"]))
+    plain = config_from_args(parser.parse_args(["--task", "listops", "--preset", "demo"]))
+    assert scaled.model["length_scale"] is True and plain.model["length_scale"] is False
+    assert build_model(scaled).encoder.blocks[0].attn.length_scale
+    assert not build_model(plain).encoder.blocks[0].attn.length_scale

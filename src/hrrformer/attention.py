@@ -481,6 +481,11 @@ class HrrAttention(_MultiHeadAttention):
     ``forward(x, key_padding_mask=None)``: x (B, T, E) batch-first, key_padding_mask (B, T) bool
     with True = padding → (B, T, E). Time O(T·d²) or O(T·d log d), memory O(T·d) per head.
     ``projection=True`` applies π (unit-magnitude spectrum) to q and k before attending.
+    ``length_scale=True`` multiplies each output by the number n of real positions its softmax
+    runs over (n_t = real positions ≤ t when causal): n·w_t·v_t. The weights sum to 1, so the
+    paper's w_t·v_t is about v_t / T, and the attention branch starts ~1/T the size of the
+    residual it is added to (measured: 7·10⁻⁴ at T ≈ 1,100, EXPERIMENTS.md); scaled, uniform
+    weights give v_t and the weights act as gates around 1. Off by default (the paper's formula).
     Dropout is applied to the merged heads before the output projection.
     """
 
@@ -493,9 +498,10 @@ class HrrAttention(_MultiHeadAttention):
         causal: bool = False,
         projection: bool = False,
         method: Method = "auto",
+        length_scale: bool = False,
     ) -> None:
         super().__init__(embed_dim, num_heads, bias=bias, dropout=dropout, causal=causal)
-        self.projection, self.method = projection, method
+        self.projection, self.method, self.length_scale = projection, method, length_scale
 
     #: When True, each forward stores its attention weights w (B, h, T) in ``last_weights``.
     record_weights: bool = False
@@ -512,13 +518,32 @@ class HrrAttention(_MultiHeadAttention):
         if self.sequence_parallel_group is not None:
             from .parallel import sp_hrr_attention
 
+            if self.length_scale:
+                raise ValueError("length_scale is not supported with sequence parallelism")
             return sp_hrr_attention(
                 q, k, v, key_padding_mask, causal=self.causal, group=self.sequence_parallel_group,
                 method=self.method, check=self.sequence_parallel_check,
             )  # fmt: skip
         if self.record_weights:
             self.last_weights = hrr_attention_weights(q, k, v, key_padding_mask, self.causal)
-        return hrr_attention(q, k, v, key_padding_mask, causal=self.causal, method=self.method)
+        out = hrr_attention(q, k, v, key_padding_mask, causal=self.causal, method=self.method)  # (B, h, T, d)
+        if self.length_scale:
+            out = out * real_position_counts(key_padding_mask, q.shape[-2], self.causal, q)
+        return out
+
+
+def real_position_counts(
+    key_padding_mask: torch.Tensor | None, length: int, causal: bool, like: torch.Tensor
+) -> torch.Tensor:
+    """n, the number of real positions each softmax of :func:`hrr_attention` normalises over:
+    (B, 1, 1, 1), or (B, 1, T, 1) with n_t = real positions ≤ t when causal (at least 1), in the
+    dtype and device of ``like``."""
+    if key_padding_mask is None:
+        keep = torch.ones(1, length, dtype=like.dtype, device=like.device)  # (1, T)
+    else:
+        keep = (~key_padding_mask).to(like.dtype)  # (B, T)
+    counts = keep.cumsum(-1).clamp_min(1.0) if causal else keep.sum(-1, keepdim=True)  # (B, T or 1)
+    return counts[:, None, :, None]
 
 
 class SoftmaxAttention(_MultiHeadAttention):

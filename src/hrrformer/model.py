@@ -64,6 +64,8 @@ class HrrformerConfig:
     pad_id: int = 0
     causal: bool = False
     projection: bool = False
+    #: HRR only: output n·w_t·v_t instead of w_t·v_t (n real positions; see HrrAttention).
+    length_scale: bool = False
     activation_checkpointing: bool = False
     #: Sequence chunking (HRR only): run each block over pieces of this many positions, keeping
     #: only the block's input for the backward pass (see :mod:`hrrformer.chunked`). None: off.
@@ -84,6 +86,8 @@ class HrrformerConfig:
         for name, allowed in _CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"HrrformerConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.length_scale and (self.attention != "hrr" or self.chunk_size is not None):
+            raise ValueError("HrrformerConfig.length_scale needs attention='hrr' and no chunk_size")
         if self.chunk_size is not None:
             if self.chunk_size < 1:
                 raise ValueError(f"HrrformerConfig.chunk_size must be ≥ 1 or None, got {self.chunk_size}")
@@ -151,7 +155,9 @@ class EncoderBlock(nn.Module):
     def __init__(self, config: HrrformerConfig) -> None:
         super().__init__()
         attention_cls = HrrAttention if config.attention == "hrr" else SoftmaxAttention
-        kwargs = {"projection": config.projection} if config.attention == "hrr" else {}
+        kwargs = (
+            {"projection": config.projection, "length_scale": config.length_scale} if config.attention == "hrr" else {}
+        )
         # Dropout where the authors put it: on the embeddings and on each sublayer's output (not
         # inside the attention or the MLP); on CPUs each dropout mask costs as much as a matmul.
         self.attn = attention_cls(config.dim, config.heads, causal=config.causal, **kwargs)

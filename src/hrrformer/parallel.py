@@ -503,6 +503,8 @@ def enable_sequence_parallel(model: nn.Module, group: Group) -> nn.Module:
                     "sequence parallelism supports attention='hrr' only: softmax attention would need "
                     "O(T) communication per layer (ring attention)"
                 )
+            if enc.config.length_scale:
+                raise ValueError("sequence parallelism does not support length_scale")
     for enc in encoders:
         enc.sequence_parallel_group = group
     return model

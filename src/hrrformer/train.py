@@ -364,6 +364,8 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, *, resume: bool, overwri
         raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
     if resume and config_path.exists():
         saved = {"sequence_parallel": 1, **json.loads(config_path.read_text())}  # runs from before the option
+        if isinstance(saved.get("model"), dict) and "length_scale" in config.model:
+            saved["model"] = {"length_scale": False, **saved["model"]}  # likewise
         differences = _config_differences(saved, asdict(config))
         if differences:
             raise ValueError(
@@ -733,6 +735,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sequence chunking (hrr): run each block over N positions at a time, recomputing in backward; "
         "for inputs of 10^5-10^6+ tokens",
     )
+    parser.add_argument(
+        "--length-scale",
+        action="store_true",
+        help="hrr: multiply the attention output by the number of real positions, n·w_t·v_t "
+        "(the paper's w_t·v_t is ~1/T the size of the residual; EXPERIMENTS.md)",
+    )
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument(
         "--bucket",
@@ -793,6 +801,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         "attention": args.attention,
         "activation_checkpointing": args.activation_checkpointing,
         "chunk_size": args.chunk_size,
+        "length_scale": args.length_scale,
     }
     HrrformerConfig(**model)  # validate shapes early, before any data is read
     if args.sequence_parallel != 1:

@@ -1,0 +1,57 @@
+"""How much each block's attention adds to the residual stream: RMS(attention output) / RMS(x).
+
+For each run directory given: the trained model, then the same configuration freshly initialised
+with HRR and with softmax attention, on the first 16 validation examples (real positions only).
+HRR attention outputs w_t·v_t with Σ_t w_t = 1, so at initialisation its branch is about 1/T of
+the residual; softmax attention outputs Σ_s w_ts·v_s, a weighted mean of values.
+
+Usage: python scripts/branch_scale.py RUN_DIR...   (EXPERIMENTS.md, "Why HRR stays at chance")
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from hrrformer.data.base import collate
+from hrrformer.distributed import DistInfo
+from hrrformer.train import build_model, load_data, load_run
+
+
+def branch_ratios(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> list[float]:
+    """RMS(attention branch) / RMS(residual input), one value per block."""
+    ratios: list[float] = []
+    real = ~batch["mask"]  # (B, T)
+
+    def hook(block: torch.nn.Module, args: tuple, _result: torch.Tensor) -> None:
+        x = args[0]  # (B, T, D): the block's input, to which the attention branch is added
+        attended = block.attn(block.attention_input(x), batch["mask"])  # (B, T, D)
+        ratios.append((attended[real].pow(2).mean().sqrt() / x[real].pow(2).mean().sqrt()).item())
+
+    handles = [block.register_forward_hook(hook) for block in model.encoder.blocks]
+    with torch.no_grad():
+        model(batch["tokens"], batch["mask"])
+    for handle in handles:
+        handle.remove()
+    return ratios
+
+
+def main(run_dirs: list[str]) -> None:
+    torch.set_num_threads(1)
+    for run_dir in run_dirs:
+        config, trained = load_run(run_dir)
+        data = load_data(config, DistInfo())
+        batch = collate([data.val[i] for i in range(16)])
+        length = (~batch["mask"]).sum(1).float().mean().item()
+        print(f"{run_dir}: mean length {length:.0f}")
+        print(f"  trained {config.model['attention']:8s}", [f"{r:.2e}" for r in branch_ratios(trained, batch)])
+        for attention in ("hrr", "softmax"):
+            config.model["attention"] = attention
+            torch.manual_seed(config.seed)
+            fresh = build_model(config).eval()
+            print(f"  init    {attention:8s}", [f"{r:.2e}" for r in branch_ratios(fresh, batch)])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
