@@ -188,6 +188,7 @@ TASKS: dict[str, TaskSpec] = {
                 mlp_dim=64,
                 batch_size=16,
                 epochs=1,
+                limit=1000,
                 pos_embedding="sinusoidal",
             ),
         },
