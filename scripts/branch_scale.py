@@ -48,6 +48,7 @@ def main(run_dirs: list[str]) -> None:
         print(f"  trained {config.model['attention']:8s}", [f"{r:.2e}" for r in branch_ratios(trained, batch)])
         for attention in ("hrr", "softmax"):
             config.model["attention"] = attention
+            config.model["length_scale"] = attention == "hrr" and config.model.get("length_scale", False)
             torch.manual_seed(config.seed)
             fresh = build_model(config).eval()
             print(f"  init    {attention:8s}", [f"{r:.2e}" for r in branch_ratios(fresh, batch)])
