@@ -115,6 +115,20 @@ def test_existing_run_is_refused_unless_resume_or_overwrite(listops_dir, tmp_pat
     assert main(train_args(listops_dir, run, "--epochs", "1", "--overwrite")) == 0
 
 
+def test_resume_accepts_a_run_saved_before_later_options_existed(listops_dir, tmp_path, capsys):
+    """A config.json without options added since (here sequence_parallel and model.length_scale)
+    ran with their defaults: --resume continues it; a non-default value is still refused."""
+    run = tmp_path / "run"
+    assert main(train_args(listops_dir, run, "--epochs", "1")) == 0
+    config = json.loads((run / "config.json").read_text())
+    del config["sequence_parallel"], config["model"]["length_scale"]
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(train_args(listops_dir, run, "--epochs", "2", "--resume")) == 0
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(train_args(listops_dir, run, "--epochs", "3", "--resume", "--length-scale")) == 1
+    assert "'length_scale': False" in capsys.readouterr().err  # named among the differing keys
+
+
 def test_unknown_task_and_preset_list_valid_ones(capsys):
     assert main(["train", "--task", "nope"]) == 2
     assert "valid tasks: listops" in capsys.readouterr().err
@@ -198,7 +212,7 @@ def test_time_budget_stops_inside_an_epoch_and_records_the_fraction(listops_dir,
     assert summary["val_accuracy"] is not None  # evaluated after the budget ran out
 
 
-def test_length_scale_flag_reaches_the_model_and_the_saved_config():
+def test_length_scale_flag_reaches_the_run_config_and_the_model():
     import argparse
 
     from hrrformer.train import add_arguments, build_model, config_from_args

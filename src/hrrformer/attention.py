@@ -538,12 +538,11 @@ def real_position_counts(
     """n, the number of real positions each softmax of :func:`hrr_attention` normalises over:
     (B, 1, 1, 1), or (B, 1, T, 1) with n_t = real positions ≤ t when causal (at least 1), in the
     dtype and device of ``like``."""
-    if key_padding_mask is None:
-        keep = torch.ones(1, length, dtype=like.dtype, device=like.device)  # (1, T)
-    else:
-        keep = (~key_padding_mask).to(like.dtype)  # (B, T)
-    counts = keep.cumsum(-1).clamp_min(1.0) if causal else keep.sum(-1, keepdim=True)  # (B, T or 1)
-    return counts[:, None, :, None]
+    keep = _keep_weights(key_padding_mask, like.dtype)  # (B, 1, T) or None
+    if keep is None:
+        keep = like.new_ones(1, 1, length)
+    counts = keep.cumsum(-1).clamp_min(1.0) if causal else keep.sum(-1, keepdim=True)  # (B, 1, T or 1)
+    return counts[..., None]
 
 
 class SoftmaxAttention(_MultiHeadAttention):

@@ -32,7 +32,7 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -349,6 +349,20 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _with_new_option_defaults(saved: dict[str, Any], current: TrainConfig) -> dict[str, Any]:
+    """A saved config completed with the defaults of options it predates: a run written before
+    an option existed ran with that option's default (TrainConfig fields, and model keys)."""
+
+    def defaults(cls: type, names: Any) -> dict[str, Any]:
+        return {f.name: f.default for f in fields(cls) if f.name in names and f.default is not MISSING}
+
+    completed = {**defaults(TrainConfig, set(asdict(current)) - set(saved)), **saved}
+    if isinstance(saved.get("model"), dict):
+        missing = set(current.model) - set(saved["model"])
+        completed["model"] = {**defaults(HrrformerConfig, missing), **saved["model"]}
+    return completed
+
+
 def _config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     keys = sorted((set(saved) | set(current)) - RESUMABLE_CHANGES)
     return [f"{k}: {saved.get(k)!r} → {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
@@ -363,9 +377,7 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, *, resume: bool, overwri
     if config_path.exists() and not resume:
         raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
     if resume and config_path.exists():
-        saved = {"sequence_parallel": 1, **json.loads(config_path.read_text())}  # runs from before the option
-        if isinstance(saved.get("model"), dict) and "length_scale" in config.model:
-            saved["model"] = {"length_scale": False, **saved["model"]}  # likewise
+        saved = _with_new_option_defaults(json.loads(config_path.read_text()), config)
         differences = _config_differences(saved, asdict(config))
         if differences:
             raise ValueError(
