@@ -222,14 +222,10 @@ def test_length_scale_gradcheck_and_padding_invariance():
     torch.testing.assert_close(layer(padded, key_padding_mask=mask)[:, :5], layer(x.detach()))
 
 
-def test_length_scale_refuses_what_it_does_not_support():
+def test_length_scale_refuses_softmax_attention():
+    """length_scale is a variant of the HRR kernel, so it works wherever the kernel runs (chunked
+    and sequence-parallel: tests/test_chunked.py, tests/test_parallel.py); softmax has no such form."""
     from hrrformer.model import HrrformerConfig
 
     with pytest.raises(ValueError, match="length_scale"):
         HrrformerConfig(attention="softmax", length_scale=True)
-    with pytest.raises(ValueError, match="length_scale"):
-        HrrformerConfig(chunk_size=64, length_scale=True)
-    layer = HrrAttention(8, 2, length_scale=True)
-    layer.sequence_parallel_group = object()  # any group: refused before communicating
-    with pytest.raises(ValueError, match="sequence parallelism"):
-        layer(torch.randn(1, 4, 8))

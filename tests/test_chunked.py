@@ -42,6 +42,8 @@ CASES = {
     "causal_mean": dict(pooling="mean", causal=True),
     "projection": dict(projection=True),
     "one_head_odd_dim": dict(dim=7, heads=1, mlp_dim=5),
+    "length_scale": dict(length_scale=True),
+    "causal_length_scale_cls": dict(pooling="cls", causal=True, length_scale=True),
 }
 
 

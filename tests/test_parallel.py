@@ -68,6 +68,25 @@ def _check_attention(rank: int, world_size: int, causal: bool, method: str, d: i
             torch.testing.assert_close(a.grad, b.grad[:, :, sl], **TOL, msg=f"grad {name}, mask={with_mask}")
 
 
+def _check_attention_range(rank: int, world_size: int) -> None:
+    """float32 inputs scaled by 1 … 1e12, with padding: range control must act the same way on every
+    rank (one common power-of-two scale), so the split sequence gives the one-process numbers."""
+    group = dist.group.WORLD
+    q, k, v, _, mask, t_local = _attention_inputs(world_size, 16, True)
+    sl = slice(rank * t_local, (rank + 1) * t_local)
+    for scale in (1.0, 1e4, 1e6, 1e12):
+        x = [(t * scale).float() for t in (q, k, v)]
+        for causal, method in ((False, "circulant"), (False, "fourier"), (True, "fourier")):
+            ref = hrr_attention(*x, mask, causal=causal, method=method)
+            assert torch.isfinite(ref).all(), (scale, causal, method)
+            local = [t[:, :, sl].clone().requires_grad_() for t in x]
+            out = sp_hrr_attention(*local, mask[:, sl], causal=causal, group=group, method=method)
+            err = float((out.detach() - ref[:, :, sl]).abs().max() / ref.abs().max())
+            assert err < 1e-5, f"scale {scale:g}, causal={causal}, {method}: relative error {err:.3g}"
+            out.sum().backward()
+            assert all(torch.isfinite(t.grad).all() for t in local), (scale, causal, method)
+
+
 def _tiny_config(**overrides) -> HrrformerConfig:
     values = dict(vocab_size=20, max_len=40, dim=16, heads=2, layers=2, dropout=0.0)
     values.update(overrides)
@@ -181,6 +200,7 @@ SCENARIOS = {
     "attention_circulant": lambda r, w: _check_attention(r, w, causal=False, method="circulant"),
     "attention_fourier": lambda r, w: _check_attention(r, w, causal=False, method="fourier", d=7),
     "attention_causal": lambda r, w: _check_attention(r, w, causal=True, method="auto"),
+    "attention_range": _check_attention_range,
     "model_mean_learned": lambda r, w: _check_model(r, w, pooling="mean"),
     "model_cls_learned": lambda r, w: _check_model(r, w, pooling="cls"),
     "model_cls_sharded_positions": lambda r, w: _check_model(r, w, shard_positions=True, pooling="cls"),
@@ -192,6 +212,10 @@ SCENARIOS = {
         r, w, pooling="mean", causal=True, activation_checkpointing=True
     ),
     "model_cls_chunked": lambda r, w: _check_model(r, w, pooling="cls", chunk_size=2),
+    "model_length_scale": lambda r, w: _check_model(r, w, pooling="mean", length_scale=True),
+    "model_causal_length_scale_chunked": lambda r, w: _check_model(
+        r, w, pooling="cls", causal=True, length_scale=True, chunk_size=2
+    ),
     "model_causal_mean_chunked": lambda r, w: _check_model(r, w, pooling="mean", causal=True, chunk_size=2),
     "mean_pool": _mean_pool,
     "group_of_one": _group_of_one,
@@ -199,6 +223,7 @@ SCENARIOS = {
 }
 RUN_ON_FOUR = (
     "attention_circulant",
+    "attention_range",
     "attention_causal",
     "model_cls_learned",
     "model_causal_mean",

@@ -28,8 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .bench_methods import METHODS, MODEL_ATTENTIONS
-from .model import HrrformerConfig
+from .bench_methods import METHODS, MODEL_ATTENTIONS, model_config_for
 from .perf import keep_freed_memory_env
 
 __all__ = ["CSV_COLUMNS", "model_config_for", "run_config"]
@@ -66,26 +65,6 @@ _STOPPING = ("timeout", "oom")
 
 
 # ----------------------------------------------------------------------------- reusable pieces
-def model_config_for(task: str) -> tuple[HrrformerConfig, int, int]:
-    """(model config, batch, sequence length) benchmarked by ``--model TASK``.
-
-    The one seam for task presets: replace the body by a call into ``hrrformer.tasks`` when it
-    exists. Raises ValueError for an unknown task.
-    """
-    from .tasks import get_preset
-
-    names = {"listops": ("listops", "cpu", 20, 10), "malware": ("binaries", "paper", 257, 2)}
-    if task not in names:
-        raise ValueError(f"unknown --model task {task!r}; known: {sorted(names)}")
-    task_name, preset_name, vocab_size, num_classes = names[task]
-    p = get_preset(task_name, preset_name)
-    config = HrrformerConfig(
-        vocab_size=vocab_size, max_len=p.max_len, dim=p.dim, heads=p.heads, layers=1, mlp_dim=p.mlp_dim,
-        pooling=p.pooling, pos_embedding=p.pos_embedding, num_classes=num_classes,
-    )  # fmt: skip
-    return config, p.batch_size, p.max_len
-
-
 # ----------------------------------------------------------------------------- running one configuration
 def _worker_env(malloc: str) -> dict[str, str]:
     env = dict(os.environ)

@@ -35,12 +35,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import hrr_attention
+from .model import Hrrformer, HrrformerConfig
+from .tasks import get_preset
 
 __all__ = [
     "ATTENTION_METHODS",
     "METHODS",
     "authors_hrr_attention",
     "measure",
+    "model_config_for",
 ]
 
 #: every method ``--attention`` accepts, in the order they are run and drawn.
@@ -249,13 +252,27 @@ class _KernelWorkload(_Workload):
                 self.fn(*self.inputs)
 
 
+def model_config_for(task: str) -> tuple[HrrformerConfig, int, int]:
+    """(model config, batch, sequence length) benchmarked by ``--model TASK``.
+
+    Raises ValueError for an unknown task.
+    """
+    names = {"listops": ("listops", "cpu", 20, 10), "malware": ("binaries", "paper", 257, 2)}
+    if task not in names:
+        raise ValueError(f"unknown --model task {task!r}; known: {sorted(names)}")
+    task_name, preset_name, vocab_size, num_classes = names[task]
+    p = get_preset(task_name, preset_name)
+    config = HrrformerConfig(
+        vocab_size=vocab_size, max_len=p.max_len, dim=p.dim, heads=p.heads, layers=1, mlp_dim=p.mlp_dim,
+        pooling=p.pooling, pos_embedding=p.pos_embedding, num_classes=num_classes,
+    )  # fmt: skip
+    return config, p.batch_size, p.max_len
+
+
 class _ModelWorkload(_Workload):
     """One training step of a whole Hrrformer: forward, cross-entropy, backward, Adam."""
 
     def __init__(self, spec: dict[str, Any], device: torch.device, dtype: torch.dtype) -> None:
-        from .bench import model_config_for
-        from .model import Hrrformer
-
         config, batch, seq_len = model_config_for(spec["task"])
         batch = spec.get("batch") or batch
         seq_len = spec.get("seq_len") or seq_len

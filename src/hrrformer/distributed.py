@@ -21,6 +21,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .model import ShardedPositionEmbedding
+
 __all__ = [
     "DistInfo",
     "all_reduce_sum",
@@ -150,14 +152,12 @@ def average_gradients(model: nn.Module, info: DistInfo) -> None:
     Σ_dp SP · ∇loss_dp / (DP · SP) = mean_dp ∇loss_dp — the same as
     ``reduce_sequence_parallel_gradients`` over each SP group followed by a mean over each DP
     group, in one collective instead of two. Every parameter must be replicated (a
-    :class:`~hrrformer.parallel.ShardedPositionEmbedding` is refused); a parameter a rank did
+    :class:`~hrrformer.model.ShardedPositionEmbedding` is refused); a parameter a rank did
     not use (the CLS vector off sp rank 0) counts as a zero gradient. One all-reduce per
     (dtype, device).
     """
     if not info.enabled:
         return
-    from .parallel import ShardedPositionEmbedding
-
     if any(isinstance(m, ShardedPositionEmbedding) for m in model.modules()):
         raise ValueError("average_gradients: sharded position tables are per-rank, not replicated")
     buckets: dict[tuple[torch.dtype, torch.device], list[nn.Parameter]] = {}

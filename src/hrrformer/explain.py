@@ -53,10 +53,10 @@ import torch
 from torch import nn
 
 from .attention import HrrAttention
+from .collectives import group_size
 from .data.base import DataError, pad_sequences
 from .data.files import decode_image, read_prefix, rgb_to_gray
 from .model import Hrrformer, HrrformerEncoder
-from .parallel import group_size
 
 __all__ = [
     "IMAGE_TASKS",

@@ -25,17 +25,18 @@ from torch.utils.checkpoint import checkpoint
 
 from .attention import HrrAttention, SoftmaxAttention
 from .chunked import chunked_block_forward
-from .parallel import (
-    ShardedPositionEmbedding,
-    gather_ints,
-    group_rank,
-    group_size,
-    sp_broadcast,
-    sp_mean_pool,
-    sp_self_attention,
-)
+from .collectives import broadcast, gather_ints
+from .ops.hrr_attention import SequenceReduction
 
-__all__ = ["EncoderBlock", "Hrrformer", "HrrformerConfig", "HrrformerDualEncoder", "HrrformerEncoder"]
+__all__ = [
+    "EncoderBlock",
+    "Hrrformer",
+    "HrrformerConfig",
+    "HrrformerDualEncoder",
+    "HrrformerEncoder",
+    "ShardedPositionEmbedding",
+    "masked_mean",
+]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "pos_embedding": ("learned", "sinusoidal"),
@@ -66,6 +67,10 @@ class HrrformerConfig:
     projection: bool = False
     #: HRR only: output n·w_t·v_t instead of w_t·v_t (n real positions; see HrrAttention).
     length_scale: bool = False
+    #: HRR only: w = softmax(τ_h · a) per head, τ starting here (None: the paper, τ = 1).
+    score_scale: float | None = None
+    #: HRR only: learn τ (needs score_scale).
+    learn_score_scale: bool = False
     activation_checkpointing: bool = False
     #: Sequence chunking (HRR only): run each block over pieces of this many positions, keeping
     #: only the block's input for the backward pass (see :mod:`hrrformer.chunked`). None: off.
@@ -86,8 +91,11 @@ class HrrformerConfig:
         for name, allowed in _CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"HrrformerConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.length_scale and (self.attention != "hrr" or self.chunk_size is not None):
-            raise ValueError("HrrformerConfig.length_scale needs attention='hrr' and no chunk_size")
+        for name in ("length_scale", "score_scale", "learn_score_scale"):
+            if getattr(self, name) not in (None, False) and self.attention != "hrr":
+                raise ValueError(f"HrrformerConfig.{name} needs attention='hrr'")
+        if self.learn_score_scale and self.score_scale is None:
+            raise ValueError("HrrformerConfig.learn_score_scale needs a score_scale to start from")
         if self.chunk_size is not None:
             if self.chunk_size < 1:
                 raise ValueError(f"HrrformerConfig.chunk_size must be ≥ 1 or None, got {self.chunk_size}")
@@ -156,7 +164,14 @@ class EncoderBlock(nn.Module):
         super().__init__()
         attention_cls = HrrAttention if config.attention == "hrr" else SoftmaxAttention
         kwargs = (
-            {"projection": config.projection, "length_scale": config.length_scale} if config.attention == "hrr" else {}
+            {
+                "projection": config.projection,
+                "length_scale": config.length_scale,
+                "score_scale": config.score_scale,
+                "learn_score_scale": config.learn_score_scale,
+            }
+            if config.attention == "hrr"
+            else {}
         )
         # Dropout where the authors put it: on the embeddings and on each sublayer's output (not
         # inside the attention or the MLP); on CPUs each dropout mask costs as much as a matmul.
@@ -175,11 +190,11 @@ class EncoderBlock(nn.Module):
         self,
         x: torch.Tensor,
         key_padding_mask: torch.Tensor | None = None,
-        sequence_parallel_group: Any = None,
+        reduction: SequenceReduction | None = None,
         first_only: bool = False,
     ) -> torch.Tensor:
-        """x (B, T, D) → (B, T, D). With ``sequence_parallel_group``, x is this rank's chunk of a
-        sequence split over the group, and the attention spans the whole sequence. With
+        """x (B, T, D) → (B, T, D). ``reduction``: how the attention sums over the sequence (None:
+        x is the whole sequence; over a process group: x is this rank's part of it). With
         ``chunk_size`` set and T above it, the block runs chunk by chunk (:mod:`hrrformer.chunked`).
 
         ``first_only``: return position 0 only, (B, 1, D). Every position still enters the
@@ -187,10 +202,8 @@ class EncoderBlock(nn.Module):
         one position (chunked: the output projection too): what a last layer under CLS pooling needs.
         """
         if self.chunk_size is not None and x.shape[1] > self.chunk_size:
-            return chunked_block_forward(
-                self, x, key_padding_mask, self.chunk_size, sequence_parallel_group, first_only=first_only
-            )
-        attended = self._attend(self.attention_input(x), key_padding_mask, sequence_parallel_group)
+            return chunked_block_forward(self, x, key_padding_mask, self.chunk_size, reduction, first_only=first_only)
+        attended = self.attn(self.attention_input(x), key_padding_mask, reduction)
         if first_only:
             x, attended = x[:, :1], attended[:, :1]
         return self.after_attention(x, attended)
@@ -207,20 +220,65 @@ class EncoderBlock(nn.Module):
         x = self.norm1(x + self.drop(attended))
         return self.norm2(x + self.drop(self.mlp(x)))
 
-    def _attend(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None, group: Any) -> torch.Tensor:
-        if group is None:
-            return self.attn(x, key_padding_mask)
-        return sp_self_attention(self.attn, x, key_padding_mask, group, check=False)  # the encoder checked
+
+def masked_mean(x: torch.Tensor, keep: torch.Tensor, reduction: SequenceReduction) -> torch.Tensor:
+    """Mean of x (B, T, D) over the real positions (keep (B, T) or (B, T, 1), 1 = real) of the whole
+    sequence → (B, D); with a process group's reduction, x is this rank's part (one all-reduce of
+    (B, D + 1) sums). A sequence with no real position gives zeros."""
+    keep = keep.to(x.dtype)
+    if keep.dim() == 2:
+        keep = keep[..., None]  # (B, T, 1)
+    sums = reduction.total([torch.cat([(x * keep).sum(1), keep.sum(1)], dim=-1)])  # (B, D + 1)
+    return sums[..., :-1] / sums[..., -1:].clamp_min(1.0)
+
+
+class ShardedPositionEmbedding(nn.Module):
+    """Rows [start, start + length) of a learned position table of ``num_positions`` rows.
+
+    With sequence parallelism each rank needs the rows of its own positions only: 4M positions ×
+    256 dims are 4 GiB in float32 (16 GiB with Adam's state and the gradient) per process if
+    every rank holds the whole table. ``forward(positions)`` takes global positions.
+    Its parameter is per-rank (not replicated), so :func:`reduce_sequence_parallel_gradients`
+    does not all-reduce it.
+    """
+
+    def __init__(
+        self,
+        start: int,
+        length: int,
+        dim: int,
+        num_positions: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.start, self.length, self.num_positions = int(start), int(length), int(num_positions)
+        self.weight = nn.Parameter(torch.empty(length, dim, device=device, dtype=dtype))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        idx = positions - self.start
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.length):
+            raise ValueError(
+                f"positions [{int(positions.min())}, {int(positions.max())}] lie outside this rank's "
+                f"rows [{self.start}, {self.start + self.length}) of the position table"
+            )
+        return self.weight[idx]
+
+    def extra_repr(self) -> str:
+        return f"rows [{self.start}, {self.start + self.length}) of {self.num_positions}, dim={self.weight.shape[1]}"
 
 
 class HrrformerEncoder(nn.Module):
     """tokens (B, T) → pooled features (B, D).
 
-    ``sequence_parallel_group`` (None by default; set it with
-    :func:`hrrformer.parallel.enable_sequence_parallel`): a ``torch.distributed`` group over which
-    the sequence is split. Then ``tokens`` is this rank's contiguous chunk (all ranks the same
-    length, from :func:`hrrformer.parallel.shard_sequence`), positions are global, attention and
-    pooling span the whole sequence, and every rank returns the same pooled features.
+    One forward for every execution: ``sequence_parallel_group`` (None by default; set it with
+    :func:`hrrformer.parallel.enable_sequence_parallel`) only changes where this process's tokens
+    start and how sums over the sequence are taken (a
+    :class:`~hrrformer.ops.hrr_attention.SequenceReduction`). With a group, ``tokens`` is this rank's
+    contiguous chunk (all ranks the same length, from :func:`hrrformer.parallel.shard_sequence`),
+    positions are global, attention and pooling span the whole sequence, and every rank returns
+    the same pooled features.
     """
 
     sequence_parallel_group: Any = None
@@ -258,64 +316,27 @@ class HrrformerEncoder(nn.Module):
                 f"got {key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
             )
 
-    def embed(self, tokens: torch.Tensor, key_padding_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """tokens (B, T) → x (B, T', D) and its padding mask (B, T'), T' = T (+1 with CLS)."""
-        x = self.token_embedding(tokens)  # (B, T, D)
-        if self.cls is not None:
-            x = torch.cat([self.cls.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)  # (B, 1 + T, D)
-            key_padding_mask = torch.cat([key_padding_mask.new_zeros(x.shape[0], 1), key_padding_mask], dim=1)
-        t = x.shape[1]
-        if self.position_embedding is not None:
-            x = x + self.position_embedding.weight[:t]
-        else:
-            x = x + sinusoidal_positions(t, x.shape[-1], x.device).to(x.dtype)
-        return self.drop(x), key_padding_mask
-
-    def forward(self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        group = self.sequence_parallel_group
-        if group is not None and group_size(group) > 1:
-            return self._forward_sequence_parallel(tokens, key_padding_mask, group)
-        self.check_tokens(tokens, key_padding_mask)
-        if key_padding_mask is None:
-            key_padding_mask = tokens == self.config.pad_id
-        x, mask = self.embed(tokens, key_padding_mask)  # (B, T', D), (B, T')
-        for i, block in enumerate(self.blocks):
-            x = self._run_block(block, x, mask, None, first_only=self._cls_only(i))
-        if self.cls is not None:
-            return self.final_norm(x[:, 0])  # (B, D)
-        x = self.final_norm(x)
-        keep = (~mask).to(x.dtype)[..., None]  # (B, T, 1)
-        return (x * keep).sum(1) / keep.sum(1).clamp_min(1.0)  # (B, D)
-
-    def _cls_only(self, index: int) -> bool:
-        """Whether block ``index`` need only output position 0: the last block under CLS pooling."""
-        return self.cls is not None and index == len(self.blocks) - 1
-
-    def _run_block(
-        self, block: nn.Module, x: torch.Tensor, mask: torch.Tensor, group: Any, first_only: bool
+    def checked_mask(
+        self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None, reduction: SequenceReduction
     ) -> torch.Tensor:
-        if self.config.activation_checkpointing and self.training:
-            return checkpoint(block, x, mask, group, first_only, use_reentrant=False)
-        return block(x, mask, group, first_only)
-
-    # ------------------------------------------------------------------------- sequence parallel
-    def _check_sequence_parallel(
-        self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None, group: Any
-    ) -> torch.Tensor:
-        """Check the chunks of all ranks together (one all-gather of four integers per rank), so
-        that bad input on any rank raises the same error on every rank instead of a hang. → mask."""
-        c, rank = self.config, group_rank(group)
+        """Check the tokens (of every rank together, one all-gather of four integers per rank, so that
+        bad input on any rank raises on every rank instead of a hang) → the padding mask (B, T)."""
+        c, rank = self.config, reduction.rank
         error, b, t, last = None, -1, -1, -1
         try:
-            self.check_tokens(tokens, key_padding_mask, check_length=False)
+            self.check_tokens(tokens, key_padding_mask, check_length=not reduction.parallel)
             b, t = tokens.shape
             mask = tokens == c.pad_id if key_padding_mask is None else key_padding_mask
-            real = (~mask).any(0).nonzero()  # (n, 1) local indices of positions real in some row
-            if len(real):
-                last = rank * t + int(real[-1, 0])  # global token index of the last real token
         except ValueError as err:
             error = str(err)
-        facts = gather_ints([error is not None, b, t, last], group, tokens.device)
+        if not reduction.parallel:
+            if error is not None:
+                raise ValueError(error)
+            return mask
+        if error is None:
+            real = (~mask).any(0).nonzero()  # (n, 1) local indices of positions real in some row
+            last = rank * t + int(real[-1, 0]) if len(real) else -1  # global index of the last real token
+        facts = gather_ints([error is not None, b, t, last], reduction.group, tokens.device)
         if error is not None:
             raise ValueError(error)
         bad = [r for r, f in enumerate(facts) if f[0]]
@@ -332,41 +353,54 @@ class HrrformerEncoder(nn.Module):
             raise ValueError(f"the sequence has real tokens up to length {length} > max_len={c.max_len}")
         return mask
 
-    def _embed_sequence_parallel(
-        self, tokens: torch.Tensor, mask: torch.Tensor, rank: int
+    def embed(
+        self, tokens: torch.Tensor, key_padding_mask: torch.Tensor, rank: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's chunk → x (B, T', D) with global positions, and its mask; CLS on rank 0."""
-        t = tokens.shape[1]
+        """tokens (B, T) → x (B, T', D) and its padding mask (B, T'): T' = T + 1 where the CLS
+        token is prepended (rank 0 of a sequence-parallel group, or one process); the positions
+        are global (rank r's chunk starts at r·T, after the CLS token)."""
         x = self.token_embedding(tokens)  # (B, T, D)
-        start = rank * t + (self.cls is not None)  # global position of the chunk's first token
+        start = rank * tokens.shape[1] + (self.cls is not None)  # global position of the first token
         if self.cls is not None and rank == 0:
             x = torch.cat([self.cls.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)  # (B, 1 + T, D)
-            mask = torch.cat([mask.new_zeros(x.shape[0], 1), mask], dim=1)
+            key_padding_mask = torch.cat([key_padding_mask.new_zeros(x.shape[0], 1), key_padding_mask], dim=1)
             start = 0
-        t = x.shape[1]
+        return self.drop(x + self.positions(start, x.shape[1], x)), key_padding_mask
+
+    def positions(self, start: int, length: int, like: torch.Tensor) -> torch.Tensor:
+        """Position embeddings of global positions [start, start + length) → (length, D)."""
         table = self.position_embedding
         if table is None:
-            x = x + sinusoidal_positions(t, x.shape[-1], x.device, offset=start).to(x.dtype)
-        elif isinstance(table, ShardedPositionEmbedding):
-            x = x + table(torch.arange(start, start + t, device=x.device))
-        else:  # positions of end-of-sequence padding past the table reuse its last row (masked anyway)
-            x = x + table.weight[torch.arange(start, start + t, device=x.device).clamp_max(table.num_embeddings - 1)]
-        return self.drop(x), mask
+            return sinusoidal_positions(length, like.shape[-1], like.device, offset=start).to(like.dtype)
+        if isinstance(table, ShardedPositionEmbedding):
+            return table(torch.arange(start, start + length, device=like.device))
+        if start + length <= table.num_embeddings:
+            return table.weight[start : start + length]
+        # positions of end-of-sequence shard padding past the table reuse its last row (masked anyway)
+        return table.weight[torch.arange(start, start + length, device=like.device).clamp_max(table.num_embeddings - 1)]
 
-    def _forward_sequence_parallel(
-        self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None, group: Any
-    ) -> torch.Tensor:
-        """tokens: this rank's chunk (B, T_local) → the whole sequence's pooled features (B, D) on every rank."""
-        mask = self._check_sequence_parallel(tokens, key_padding_mask, group)
-        rank = group_rank(group)
-        x, mask = self._embed_sequence_parallel(tokens, mask, rank)  # (B, T', D), (B, T')
+    def forward(self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        reduction = SequenceReduction(self.sequence_parallel_group)
+        mask = self.checked_mask(tokens, key_padding_mask, reduction)
+        x, mask = self.embed(tokens, mask, reduction.rank)  # (B, T', D), (B, T')
         for i, block in enumerate(self.blocks):
-            x = self._run_block(block, x, mask, group, first_only=self._cls_only(i))
+            x = self._run_block(block, x, mask, reduction, first_only=self._cls_only(i))
         if self.cls is not None:
             # Rank 0's first row is the CLS token; the other ranks pass their first row only so that
             # their backward (and its collectives) runs through their chunk, with a zero gradient.
-            return sp_broadcast(self.final_norm(x[:, 0]), group, src=0)  # (B, D)
-        return sp_mean_pool(self.final_norm(x), ~mask, group)  # (B, D)
+            return broadcast(self.final_norm(x[:, 0]), reduction.group, src=0)  # (B, D)
+        return masked_mean(self.final_norm(x), ~mask, reduction)  # (B, D)
+
+    def _cls_only(self, index: int) -> bool:
+        """Whether block ``index`` need only output position 0: the last block under CLS pooling."""
+        return self.cls is not None and index == len(self.blocks) - 1
+
+    def _run_block(
+        self, block: nn.Module, x: torch.Tensor, mask: torch.Tensor, reduction: SequenceReduction, first_only: bool
+    ) -> torch.Tensor:
+        if self.config.activation_checkpointing and self.training:
+            return checkpoint(block, x, mask, reduction, first_only, use_reentrant=False)
+        return block(x, mask, reduction, first_only)
 
 
 def _classifier_head(in_dim: int, config: HrrformerConfig) -> nn.Sequential:

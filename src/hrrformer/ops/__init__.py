@@ -1,0 +1,1 @@
+"""Attention kernels, one folder per op (``ops/<op>/``: its reference beside its fast forms)."""

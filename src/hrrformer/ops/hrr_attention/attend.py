@@ -1,0 +1,123 @@
+"""``hrr_attention``: the kernel's one entry point, for one process, a chunk or a process group."""
+
+from __future__ import annotations
+
+import torch
+
+from ... import hrr
+from .circulant import CirculantHrrAttention
+from .cosine import COSINE_EPS
+from .fourier import combine_superpositions, scores, superpose
+from .range_control import safe_exponent
+from .reduction import LOCAL, SequenceReduction
+from .validation import Method, check_attention_inputs, check_method, check_on_every_rank
+from .weights import keep_weights, position_counts, softmax_weights
+
+__all__ = ["attend", "hrr_attention", "hrr_attention_weights"]
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    keep: torch.Tensor | None,
+    causal: bool,
+    method: Method,
+    reduction: SequenceReduction,
+    score_scale: torch.Tensor | None = None,
+    eps: float = COSINE_EPS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w·v (B, h, T, d), w (B, h, T)) in the compute dtype; q, k, v already in it, keep (B, 1, T).
+
+    ``method``: circulant (non-causal; default then) or fourier (one piece: this process's part).
+    ``score_scale``: τ (h,) or None: w = softmax(τ a)."""
+    if method == "circulant" or (method == "auto" and not causal):
+        return CirculantHrrAttention.apply(q, k, v, keep, eps, reduction, score_scale)
+    exponent = safe_exponent(q.dtype, reduction.sequence_length(q.shape[-2]), q.shape[-1])
+    part, scale = superpose(k, v, keep, exponent)
+    [beta], common = combine_superpositions([part], [scale], causal, reduction)
+    a = scores(q, k, v, keep, beta, common, causal, exponent, eps)  # (B, h, T)
+    [w] = softmax_weights([a], [keep], causal, reduction, score_scale)
+    return w[..., None] * v, w
+
+
+def hrr_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding_mask: torch.Tensor | None = None,
+    causal: bool = False,
+    method: Method = "auto",
+    group=None,
+    *,
+    reduction: SequenceReduction | None = None,
+    length_scale: bool = False,
+    score_scale: torch.Tensor | None = None,
+    return_weights: bool = False,
+    check: bool = True,
+):
+    """HRR attention with the calling convention of ``F.scaled_dot_product_attention``.
+
+    Per (batch, head), m_t = 1 for real tokens, 0 for padding::
+
+        β = Σ_t m_t (k_t ⊛ v_t),  v̂_t = q_t† ⊛ β,  a_t = cos(v_t, v̂_t),  w = softmax_t(a),  out_t = w_t v_t
+
+    Args:
+        q, k, v: (B, h, T, d), any float dtype (half precision is computed in float32).
+        key_padding_mask: (B, T) bool, True = padding (PyTorch's meaning). Padding is excluded
+            from β and from the softmax, so padding a sequence changes no real output.
+        causal: β and the softmax normaliser run over positions ≤ t only.
+        method: ``"circulant"`` (matrix form, non-causal only), ``"fourier"`` (Parseval form),
+            or ``"auto"``: circulant unless causal.
+        group: a ``torch.distributed`` process group over which the sequence is split (each rank
+            holds a contiguous part, in rank order): β and the softmax normaliser are summed over
+            it, O(h·d) numbers per call. Shorthand for ``reduction=SequenceReduction(group)``.
+        reduction: how sums over the sequence are taken (:mod:`.reduction`); default one process.
+        length_scale: output n·w_t·v_t, n the number of real positions the softmax runs over
+            (n_t = real positions ≤ t when causal); the weights sum to 1, so w_t·v_t ≈ v_t / T.
+        score_scale: τ (h,), a per-head scale of the scores: w = softmax_t(τ_h a_t). The paper's
+            cosine scores lie in [−1, 1], so its weights are all within e² of uniform; |τ| ≤ 40
+            (clamped) lets them focus. None: the paper (τ = 1). Differentiable.
+        return_weights: also return w (B, h, T) (no gradient): 0 at padding, rows sum to 1.
+        check: with a group, first agree on every rank that the inputs are valid (one all-gather).
+
+    Returns:
+        (B, h, T, d) in the dtype of q (and w, with ``return_weights``).
+
+    Range: finite for every finite input. Where q, k or v is too large for the dtype, T and d,
+    it is divided by a power of two per (batch, head) before scoring (:mod:`.range_control`:
+    exact, so the numbers are those of the plain formula wherever it does not overflow, and the
+    same in one process, chunked or split over ranks); float32 inputs as large as 1e36 give
+    finite outputs and gradients, where the plain formula overflows from about 1e5. Vectors far
+    shorter than ε = 1e-6 (e.g. 1e-30) score 0, so their weights are uniform; zero vectors give
+    zero output and finite gradients. NaN or infinite inputs give NaN outputs.
+    """
+    if reduction is None:
+        reduction = LOCAL if group is None else SequenceReduction(group)
+    if check and reduction.parallel:
+        check_on_every_rank(q, k, v, key_padding_mask, causal, method, reduction)
+    else:
+        check_attention_inputs(q, k, v, key_padding_mask)
+        check_method(method, causal)
+    dtype = hrr.compute_dtype(q.dtype)
+    keep = keep_weights(key_padding_mask, dtype)
+    if score_scale is not None and tuple(score_scale.shape) != (q.shape[1],):
+        raise ValueError(f"score_scale must have shape (heads,) = ({q.shape[1]},), got {tuple(score_scale.shape)}")
+    out, w = attend(q.to(dtype), k.to(dtype), v.to(dtype), keep, causal, method, reduction, score_scale)
+    if length_scale:
+        out = out * position_counts([keep], [q.shape[-2]], causal, reduction, out)[0]
+    out = out.to(q.dtype)
+    return (out, w.detach()) if return_weights else out
+
+
+@torch.no_grad()
+def hrr_attention_weights(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding_mask: torch.Tensor | None = None,
+    causal: bool = False,
+) -> torch.Tensor:
+    """The softmax weights w (B, h, T) of :func:`hrr_attention` (0 at padding; each row sums to 1
+    over real positions without ``causal``). For attention maps; no gradient."""
+    return hrr_attention(q, k, v, key_padding_mask, causal, method="fourier", return_weights=True)[1]

@@ -1,0 +1,108 @@
+"""The circulant form of HRR attention: two matrix multiplies per head, no FFT (non-causal).
+
+With M = (m⊙K)ᵀV (d × d), β[n] = Σ_m M[m, (n − m) mod d] (sums along wrapped diagonals), and
+since v̂_t[n] = Σ_j q_t[j] β[(j + n) mod d], V̂ = Q·C with C[j, n] = β[(j + n) mod d]. That is
+O(T·d²) arithmetic, but in BLAS: faster than the FFT forms at the head sizes used here.
+
+The two sums over time (β forward, and in backward ∂L/∂β and Σ_t w_t g_w,t) and the softmax
+normaliser go through a :class:`~.reduction.SequenceReduction`, so the same function runs in one
+process or over a sequence split across a process group.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .cosine import inv_norm, rowdot
+from .range_control import downscales, safe_exponent, scaled_eps2
+from .reduction import SequenceReduction
+from .weights import MAX_SCORE_SCALE, softmax_weights
+
+__all__ = ["CirculantHrrAttention", "hankel", "wrapped_diagonal_sums"]
+
+
+def wrapped_diagonal_sums(x: torch.Tensor) -> torch.Tensor:
+    """(…, d, d) → (…, d) with out[n] = Σ_m x[m, (n − m) mod d]."""
+    d = x.shape[-1]
+    ar = torch.arange(d, device=x.device)
+    idx = (ar[None, :] - ar[:, None]) % d  # idx[m, n] = (n − m) mod d
+    return x.gather(-1, idx.expand(x.shape)).sum(-2)
+
+
+def hankel(beta: torch.Tensor) -> torch.Tensor:
+    """(…, d) → (…, d, d) with C[j, n] = β[(j + n) mod d]."""
+    d = beta.shape[-1]
+    ar = torch.arange(d, device=beta.device)
+    return beta[..., (ar[:, None] + ar[None, :]) % d]
+
+
+class CirculantHrrAttention(torch.autograd.Function):
+    """Non-causal HRR attention weights and output by matrix multiplies, with a hand-derived backward.
+
+    ``apply(q, k, v, keep, eps, reduction, score_scale)`` → (out = w·v (B, h, T, d), w (B, h, T));
+    w has no gradient of its own (it is returned for attention maps). ``score_scale``: τ (h,) or
+    None; w = softmax(τ a) (:mod:`.weights`).
+
+    Forward:  M = (m⊙K)ᵀV, β = Σ_sequence diagsum(M), C = hankel(β), V̂ = QC,
+              a = ⟨v, v̂⟩ r_v̂ r_v with r_x = (‖x‖² + ε²)^(-1/2), w = softmax(τ a), out = w v.
+    Backward (g = ∂L/∂out):
+              g_w = ⟨g, v⟩, g_s = w (g_w − Σ_sequence w g_w), g_a = τ g_s, ∂L/∂τ = Σ_{b,t} a g_s,
+              ∂L/∂v̂ = g_a (r_v̂ r_v v − a r_v̂² v̂),
+              ∂L/∂v = w g + g_a (r_v̂ r_v v̂ − a r_v² v) + (m⊙K) G,
+              ∂L/∂q = (∂L/∂v̂) Cᵀ,  ∂L/∂β = Σ_sequence diagsum(Qᵀ ∂L/∂v̂),  G = hankel(∂L/∂β),
+              ∂L/∂k = m ⊙ (V Gᵀ).
+    Scores are computed from q' = s_q q, k' = s_k k, v' = s_v v (exact powers of two, see
+    :mod:`.range_control`); s_k rides on the mask, s_q on the d×d matrix C, so only v' is a new
+    full-size tensor. Only q, k, v', C and four (B, h, T) vectors are kept; V̂ is recomputed in
+    backward (one matrix multiply) instead of stored. Full-size temporaries are updated in place,
+    since on CPUs a fresh large tensor costs more in page faults than the arithmetic on it.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, keep, eps: float, reduction: SequenceReduction, score_scale=None):  # (B, h, T, d)
+        exponent = safe_exponent(q.dtype, reduction.sequence_length(q.shape[-2]), q.shape[-1])
+        s_q, s_k, s_v = downscales(q, k, v, exponent=exponent)  # (B, h, 1, 1)
+        s_k, s_v = reduction.minimum([torch.stack([s_k, s_v])]).unbind(0)  # the whole sequence's
+        v_ = v * s_v  # v' (B, h, T, d)
+        km = k * (s_k if keep is None else keep[..., None] * s_k)  # m ⊙ k' (B, h, T, d)
+        beta = reduction.total([wrapped_diagonal_sums(km.transpose(-1, -2) @ v_).contiguous()])  # s_k s_v β (B, h, d)
+        del km
+        circ = hankel(beta)  # C' = s_k s_v C (B, h, d, d)
+        vhat = q @ (circ * s_q)  # v̂' = s_q s_k s_v v̂ (B, h, T, d)
+        r_vhat = inv_norm(vhat, scaled_eps2(eps, q.dtype, s_q, s_k, s_v))  # (B, h, T)
+        r_v = inv_norm(v_, scaled_eps2(eps, q.dtype, s_v))  # (B, h, T)
+        a = rowdot(vhat, v_) * r_vhat * r_v  # (B, h, T), the same as unscaled
+        del vhat
+        [w] = softmax_weights([a], [keep], False, reduction, score_scale)  # (B, h, T)
+        ctx.reduction = reduction
+        ctx.save_for_backward(q, k, v_, keep, circ, a, w, r_vhat, r_v, s_q, s_k, s_v, score_scale)
+        ctx.mark_non_differentiable(w)
+        return w[..., None] * v, w  # (B, h, T, d), (B, h, T)
+
+    @staticmethod
+    def backward(ctx, g_out, _g_w):
+        # In the scaled variables (primes); ∂L/∂x = s_x ∂L/∂x', with each s_x folded into a small factor.
+        q, k, v_, keep, circ, a, w, r_vhat, r_v, s_q, s_k, s_v, score_scale = ctx.saved_tensors
+        reduction = ctx.reduction
+        g_w = rowdot(g_out, v_) / s_v[..., 0]  # ⟨g, v⟩ (B, h, T)
+        g_a = w * (g_w - reduction.total([(w * g_w).sum(-1, keepdim=True)]))  # g_s (B, h, T)
+        g_scale = None
+        if score_scale is not None:
+            inside = score_scale.abs() < MAX_SCORE_SCALE  # the clamp passes no gradient
+            g_scale = ((a * g_a).sum((0, 2)) * inside).to(score_scale.dtype)  # (h,)
+            g_a = g_a * score_scale.clamp(-MAX_SCORE_SCALE, MAX_SCORE_SCALE).to(a.dtype)[:, None]
+        g_num = g_a * r_vhat * r_v  # (B, h, T)
+        vhat = q @ (circ * s_q)  # v̂' (B, h, T, d), recomputed rather than stored
+        g_v = (g_num[..., None] * vhat).addcmul_((g_a * a * r_v.square())[..., None], v_, value=-1)  # ∂L/∂v' (score)
+        # h = s_q ∂L/∂v̂', in place of v̂': then ∂L/∂q = h C'ᵀ and qᵀh = q'ᵀ ∂L/∂v̂'.
+        s_q1 = s_q[..., 0]
+        h = vhat.mul_((g_a * a * r_vhat.square() * s_q1).neg_()[..., None]).addcmul_((g_num * s_q1)[..., None], v_)
+        g_q = h @ circ.transpose(-1, -2)  # (B, h, T, d)
+        g_beta = reduction.total([wrapped_diagonal_sums(q.transpose(-1, -2) @ h).contiguous()])  # (B, h, d)
+        g_mkv = hankel(g_beta)  # G' (B, h, d, d)
+        del h
+        coef_k = s_k if keep is None else keep[..., None] * s_k  # m s_k, (B, h or 1, T or 1, 1)
+        g_v += (k * coef_k) @ g_mkv  # + (m⊙k') G'
+        g_v.mul_(s_v).addcmul_(w[..., None], g_out)  # ∂L/∂v = s_v ∂L/∂v' + w g
+        g_k = (v_ @ g_mkv.transpose(-1, -2)).mul_(coef_k)  # ∂L/∂k = s_k m ⊙ (v' G'ᵀ)
+        return g_q, g_k, g_v, None, None, None, g_scale

@@ -1,0 +1,52 @@
+"""The plain reference: the paper's formula written in the time domain, for tests. Slow."""
+
+from __future__ import annotations
+
+import torch
+
+from ... import hrr
+from .cosine import COSINE_EPS
+from .validation import check_attention_inputs
+
+__all__ = ["hrr_attention_reference"]
+
+
+def hrr_attention_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding_mask: torch.Tensor | None = None,
+    causal: bool = False,
+    score_scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """HRR attention as the paper writes it, in the time domain. Slow; for tests.
+
+    ``score_scale`` τ (h,): softmax over τ_h a_t instead of a_t (the score-scale variant).
+
+    Bind each key-value pair, sum (or running-sum) them into β, unbind with each query's
+    flip-and-roll inverse, cosine against the value, softmax with padding at −∞ (causal: the
+    explicit T × T lower-triangular softmax, of which output t takes the diagonal entry).
+    """
+    check_attention_inputs(q, k, v, key_padding_mask)
+    dtype = hrr.compute_dtype(q.dtype)
+    q_, k_, v_ = q.to(dtype), k.to(dtype), v.to(dtype)
+    b, _, t, _ = q.shape
+    pad = torch.zeros(b, t, dtype=torch.bool, device=q.device) if key_padding_mask is None else key_padding_mask
+    bound = hrr.bind(k_, v_).masked_fill(pad[:, None, :, None], 0.0)  # (B, h, T, d)
+    beta = bound.cumsum(-2) if causal else bound.sum(-2, keepdim=True)  # (B, h, T or 1, d)
+    vhat = hrr.bind(hrr.approx_inverse(q_), beta)  # (B, h, T, d)
+    a = hrr.cosine_similarity(v_, vhat, eps=COSINE_EPS)  # (B, h, T)
+    if score_scale is not None:
+        a = a * score_scale.to(dtype)[:, None]
+    if causal:
+        allowed = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()  # [t, s]: s ≤ t
+        allowed = allowed[None, None] & ~pad[:, None, None, :]  # (B, 1, T, T)
+        scores = a[:, :, None, :].expand(-1, -1, t, -1)  # (B, h, T, T): row t holds a_s
+    else:
+        allowed = ~pad[:, None, None, :]  # (B, 1, 1, T)
+        scores = a[:, :, None, :]  # (B, h, 1, T)
+    nothing_allowed = ~allowed.any(-1, keepdim=True)
+    scores = scores.masked_fill(~allowed, float("-inf")).masked_fill(nothing_allowed, 0.0)
+    probs = scores.softmax(-1).masked_fill(~allowed, 0.0)
+    w = probs.diagonal(dim1=-2, dim2=-1) if causal else probs[:, :, 0, :]  # (B, h, T)
+    return (w[..., None] * v_).to(q.dtype)

@@ -1,0 +1,82 @@
+"""Argument checks of the HRR attention functions, locally or agreed on by every rank of a group."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from ... import collectives
+from .reduction import SequenceReduction
+
+__all__ = ["METHODS", "Method", "check_attention_inputs", "check_method", "check_on_every_rank"]
+
+Method = Literal["auto", "circulant", "fourier"]
+METHODS = ("auto", "circulant", "fourier")
+_DTYPE_CODES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_attention_inputs(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None
+) -> None:
+    """q, k, v float (B, h, T, d) of one shape; key_padding_mask None or bool (B, T)."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dim() != 4:
+            raise ValueError(f"{name} must have shape (B, h, T, d), got {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    if not (q.shape == k.shape == v.shape):
+        raise ValueError(
+            f"q, k, v must have the same shape, got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    if key_padding_mask is not None:
+        b, _, t, _ = q.shape
+        if key_padding_mask.dtype != torch.bool:
+            raise ValueError(
+                f"key_padding_mask must be a bool tensor (True = padding), got dtype {key_padding_mask.dtype}"
+            )
+        if tuple(key_padding_mask.shape) != (b, t):
+            raise ValueError(f"key_padding_mask must have shape (B, T) = {(b, t)}, got {tuple(key_padding_mask.shape)}")
+
+
+def check_method(method: str, causal: bool) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be 'auto', 'circulant' or 'fourier', got {method!r}")
+    if method == "circulant" and causal:
+        raise ValueError("method='circulant' has no causal form (β would be a running d×d sum); use 'fourier'")
+
+
+def check_on_every_rank(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding_mask: torch.Tensor | None,
+    causal: bool,
+    method: str,
+    reduction: SequenceReduction,
+) -> None:
+    """The checks above on every rank at once (one all-gather of six integers), so that bad input
+    on any rank raises on all of them instead of leaving the others waiting in a collective; the
+    ranks must also agree on batch, heads, head size, dtype and ``causal``."""
+    error = None
+    try:
+        check_attention_inputs(q, k, v, key_padding_mask)
+        check_method(method, causal)
+        b, h, _, d = q.shape
+        facts = [0, b, h, d, _DTYPE_CODES.index(q.dtype) if q.dtype in _DTYPE_CODES else -1, int(causal)]
+    except ValueError as err:
+        error, facts = str(err), [1, -1, -1, -1, -1, int(causal)]
+    everyone = collectives.gather_ints(facts, reduction.group, q.device)
+    if error is not None:
+        raise ValueError(error)
+    bad = [r for r, f in enumerate(everyone) if f[0]]
+    if bad:
+        raise ValueError(f"sp_hrr_attention: rank(s) {bad} of the sequence-parallel group rejected their input")
+    if any(f[1:] != everyone[0][1:] for f in everyone):
+        shapes = [
+            f"rank {r}: B={f[1]} h={f[2]} d={f[3]} dtype={_DTYPE_CODES[f[4]]} causal={bool(f[5])}"
+            for r, f in enumerate(everyone)
+        ]
+        raise ValueError(
+            "sp_hrr_attention: the ranks disagree on batch, heads, head size, dtype or causal: " + "; ".join(shapes)
+        )

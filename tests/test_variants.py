@@ -1,0 +1,93 @@
+"""Attention variants of the kernel (score scale), held to the same standard as the paper's form:
+the plain reference (< 1e-9, float64), gradcheck, padding invariance, causality; chunked and
+sequence-parallel equality are in tests/test_chunked.py and tests/test_parallel.py."""
+
+import pytest
+import torch
+
+from hrrformer import HrrAttention, hrr_attention
+from hrrformer.attention import hrr_attention_reference
+from hrrformer.ops.hrr_attention.weights import MAX_SCORE_SCALE
+from test_attention import random_padding, random_qkv
+
+FORMS = [(False, "circulant"), (False, "fourier"), (True, "fourier")]
+TAUS = torch.tensor([0.5, 7.0, -3.0], dtype=torch.float64)  # per head; a negative scale too
+
+
+@pytest.mark.parametrize("causal,method", FORMS)
+@pytest.mark.parametrize("shape", [(3, 3, 17, 7), (2, 3, 33, 16), (3, 3, 1, 4)])
+def test_score_scale_equals_reference(causal, method, shape):
+    q, k, v = random_qkv(*shape)
+    mask = random_padding(shape[0], shape[2], seed=2)
+    tau = TAUS[: shape[1]]
+    fast = hrr_attention(q, k, v, mask, causal=causal, method=method, score_scale=tau)
+    ref = hrr_attention_reference(q, k, v, mask, causal=causal, score_scale=tau)
+    assert (fast - ref).abs().max().item() < 1e-9
+
+
+@pytest.mark.parametrize("causal,method", FORMS)
+def test_score_scale_gradcheck_including_the_scale(causal, method):
+    q, k, v = random_qkv(3, 3, 6, 5, requires_grad=True, seed=4)
+    mask = random_padding(3, 6, seed=3)
+    tau = TAUS.clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda a, b, c, t: hrr_attention(a, b, c, mask, causal=causal, method=method, score_scale=t), (q, k, v, tau)
+    )
+
+
+def test_score_scale_gradients_match_the_reference():
+    q, k, v = random_qkv(2, 3, 12, 8, requires_grad=True, seed=5)
+    tau = TAUS.clone().requires_grad_()
+    mask = random_padding(2, 12, seed=5)
+    upstream = torch.randn(2, 3, 12, 8, dtype=torch.float64)
+    inputs = (q, k, v, tau)
+    fast = torch.autograd.grad((hrr_attention(q, k, v, mask, score_scale=tau) * upstream).sum(), inputs)
+    ref = torch.autograd.grad((hrr_attention_reference(q, k, v, mask, score_scale=tau) * upstream).sum(), inputs)
+    for f, r in zip(fast, ref):
+        assert (f - r).abs().max().item() < 1e-9
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_score_scale_padding_and_causality(causal):
+    q, k, v = random_qkv(2, 3, 10, 6)
+    tau = TAUS
+    extra = random_qkv(2, 3, 7, 6, seed=9)
+    padded = [torch.cat([x, e], dim=2) for x, e in zip((q, k, v), extra)]
+    mask = torch.zeros(2, 17, dtype=torch.bool)
+    mask[:, 10:] = True
+    out = hrr_attention(*padded, mask, causal=causal, score_scale=tau)[:, :, :10]
+    torch.testing.assert_close(out, hrr_attention(q, k, v, causal=causal, score_scale=tau), rtol=1e-9, atol=1e-12)
+    if causal:  # changing the future changes no past output
+        changed = [x.clone() for x in (q, k, v)]
+        for x in changed:
+            x[:, :, 6:] = torch.randn_like(x[:, :, 6:])
+        early = hrr_attention(*changed, causal=True, score_scale=tau)[:, :, :6]
+        torch.testing.assert_close(early, hrr_attention(q, k, v, causal=True, score_scale=tau)[:, :, :6])
+
+
+def test_a_large_score_scale_focuses_the_weights_and_stays_finite():
+    """With τ = 40 (the clamp) the best-scoring position takes almost all the weight; the paper's
+    τ = 1 keeps every weight within e² of uniform. Scales past the clamp act as the clamp."""
+    q, k, v = random_qkv(1, 1, 200, 16, dtype=torch.float32)
+    q = k.clone()
+    _, w_paper = hrr_attention(q, k, v, return_weights=True)
+    _, w_sharp = hrr_attention(q, k, v, score_scale=torch.tensor([MAX_SCORE_SCALE]), return_weights=True)
+    _, w_huge = hrr_attention(q, k, v, score_scale=torch.tensor([1e6]), return_weights=True)
+    assert w_paper.max() / w_paper.min() <= torch.e**2 + 1e-3
+    assert w_sharp.max() / w_sharp.min() > 1e3
+    torch.testing.assert_close(w_huge, w_sharp)
+    assert torch.isfinite(w_huge).all()
+
+
+def test_layer_learns_its_score_scale():
+    layer = HrrAttention(12, 3, score_scale=2.0, learn_score_scale=True).double()
+    assert isinstance(layer.score_scale, torch.nn.Parameter)
+    x = torch.randn(2, 9, 12, dtype=torch.float64)
+    layer(x).square().sum().backward()
+    assert layer.score_scale.grad is not None and layer.score_scale.grad.abs().sum() > 0
+    fixed = HrrAttention(12, 3, score_scale=2.0)
+    assert "score_scale" in dict(fixed.named_buffers()) and "score_scale" not in dict(fixed.named_parameters())
+    with pytest.raises(ValueError, match="score_scale"):
+        HrrAttention(12, 3, learn_score_scale=True)
+    with pytest.raises(ValueError, match=r"shape \(heads,\)"):
+        hrr_attention(*random_qkv(1, 3, 4, 4), score_scale=torch.ones(2))
