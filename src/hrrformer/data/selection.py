@@ -47,13 +47,12 @@ def default_split(data: TaskData, *, own_data: bool, own_default: str) -> str:
     """The split used when none is asked for.
 
     On the run's own data (``own_data``) it is ``own_default``, so that val and test mean what
-    they meant in training. Other data is scored on its test split, or whole when it has no
-    split structure of its own; otherwise ``"test"`` (which then fails, naming what it has).
+    they meant in training. Other data is scored whole when it has no split structure of its
+    own (its splits would be drawn by seed), else on its test split (an error naming what it
+    has when there is none).
     """
     if own_data:
         return own_default
-    if data.test is not None and len(data.test):
-        return "test"
     return "test" if data.own_splits else "all"
 
 
