@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from hrrformer.cli import main
-from hrrformer.data import DataError, image, text
+from hrrformer.data import DataError, binaries, image, text
 from hrrformer.data.selection import default_split, map_to_classes, select_split
 from test_data_loaders import tar_folder, write_aclimdb, write_cifar, write_image_folder
 from test_train import TINY
@@ -268,6 +268,13 @@ def test_select_all_joins_every_split_and_limits_by_seed(tmp_path):
     assert default_split(data, own_data=True, own_default="val") == "val"
     with pytest.raises(ValueError, match="unknown split 'dev'"):
         select_split(data, "dev", path="x")
+
+
+def test_data_without_split_structure_defaults_to_all_even_with_a_seeded_test_split(tmp_path):
+    data = binaries.load(write_classes(tmp_path / "bin", {"benign": 5, "malicious": 5}), test_fraction=0.2)
+    assert data.own_splits == () and len(data.test) == 2
+    assert default_split(data, own_data=False, own_default="test") == "all"
+    assert default_split(data, own_data=True, own_default="test") == "test"
 
 
 def test_map_to_classes_by_name_and_by_index(tmp_path):
