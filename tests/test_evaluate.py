@@ -70,6 +70,12 @@ def evaluate(capsys, run: Path, *args: str) -> dict:
     report = json.loads(captured.out)
     written = Path(captured.err.strip().splitlines()[-1].removeprefix("wrote "))
     assert json.loads(written.read_text()) == report
+    summary = (
+        f"{report['data']} [{report['split']}]: {report['examples']:,} examples, accuracy {report['accuracy']:.4f}"
+    )
+    assert summary in captured.err
+    for name, row in zip(report["class_names"], report["confusion_matrix"]):  # the matrix, rows named
+        assert any(line.split() == [name, *map(str, row)] for line in captured.err.splitlines())
     return report
 
 

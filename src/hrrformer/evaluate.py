@@ -116,21 +116,22 @@ def run_report(model: torch.nn.Module, data: EvalData, *, batch_size: int, devic
 def format_report(report: dict) -> str:
     """A short human-readable summary: accuracy, the confusion matrix with names, per-class scores."""
     names = report["class_names"]
-    width = max(8, *(len(n) for n in names))
+    width = max(9, *(len(n) for n in names))  # a column
+    first = max(len("true \\ predicted"), *(len(n) for n in names)) + 2  # the row labels
     accuracy = "n/a" if report["accuracy"] is None else f"{report['accuracy']:.4f}"
     lines = [f"{report['data']} [{report['split']}]: {report['examples']:,} examples, accuracy {accuracy}"]
-    lines.append("true \\ predicted".ljust(width + 2) + " ".join(n.rjust(width) for n in names))
-    for name, row in zip(names, report["confusion_matrix"]):
-        lines.append(name.ljust(width + 2) + " ".join(str(v).rjust(width) for v in row))
+    lines.append("true \\ predicted".ljust(first) + " ".join(n.rjust(width) for n in names))
+    lines += [
+        n.ljust(first) + " ".join(str(v).rjust(width) for v in row) for n, row in zip(names, report["confusion_matrix"])
+    ]
 
     def show(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.4f}"
 
-    lines.append("class".ljust(width + 2) + "precision  recall      f1  support")
+    lines.append("class".ljust(first) + " ".join(h.rjust(width) for h in ("precision", "recall", "f1", "support")))
     for name, s in report["per_class"].items():
-        lines.append(
-            f"{name.ljust(width + 2)}{show(s['precision']):>9} {show(s['recall']):>7} {show(s['f1']):>7} {s['support']:>8}"
-        )
+        cells = (show(s["precision"]), show(s["recall"]), show(s["f1"]), str(s["support"]))
+        lines.append(name.ljust(first) + " ".join(c.rjust(width) for c in cells))
     if "roc_auc" in report:
         rates = ", ".join(
             f"{float(k):.1%} FPR: {show(v and v['detection_rate'])}" for k, v in report["detection_rate_at_fpr"].items()
