@@ -31,8 +31,8 @@ INPUT is a file: an image for image tasks, a file read as bytes for ``text``, ``
 and a ListOps expression for ``listops``. ``--average N --data PATH [--split val] [--label L]``
 averages the maps of N examples of class L (default: of each class) from the task's data, as in
 the paper's figure (``--data`` and ``--split`` are read as by ``hrrformer eval``: ``--split all``
-for the whole of it, classes matched by name to the run's); the average is the plain mean, 0 counted at padding, so it is the expected
-weight at each position. Both documents of a pair count for pair tasks.
+for the whole of it, classes matched by name to the run's); the average is the plain mean, 0
+counted at padding, so it is the expected weight at each position. Both documents of a pair count for pair tasks.
 """
 
 from __future__ import annotations

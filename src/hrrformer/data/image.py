@@ -5,7 +5,8 @@ pickled ``data_batch_1..5`` (train) and ``test_batch`` (test), each a dict with 
 an (N, 3072) uint8 array of channel-major rows, and ``b"labels"``; or an image-folder layout
 ``{train,test}/<class>/*.{png,jpg}`` (either split optional, classes by sorted name) as a
 folder or a tar archive. Data with a test split only (``test/<class>/`` or ``test_batch``) loads
-with empty train and val: it can be evaluated, not trained on. Pixels become ``round(0.2989 R + 0.5870 G + 0.1140 B) + 1`` (0 = padding).
+with empty train and val: it can be evaluated, not trained on. Pixels become
+``round(0.2989 R + 0.5870 G + 0.1140 B) + 1`` (0 = padding).
 
 Pickle is used only for the official CIFAR batch files, and with an unpickler that accepts
 nothing but plain containers and numpy arrays: any other object in the file is an error.
