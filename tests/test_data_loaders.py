@@ -248,7 +248,7 @@ def test_text_refuses_two_trees_and_empty_ones(tmp_path):
     with pytest.raises(DataError, match="several aclImdb trees"):
         text.load(tmp_path / "both")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no reviews in train/pos or train/neg"):
+    with pytest.raises(DataError, match=r"no reviews in train/ or test/ \(pos, neg\)"):
         text.load(tmp_path / "empty")
 
 

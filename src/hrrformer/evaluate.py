@@ -1,42 +1,186 @@
-"""Evaluate a trained run on a split of any data in the task's format: ``hrrformer eval``."""
+"""Evaluate a trained run on any labelled data in the task's format: ``hrrformer eval``.
+
+``--data PATH`` is read by the task's loader, as in training. ``--split`` picks one of its
+splits, or ``all`` (every labelled example: a class-folder tree, a manifest without a split
+column, an ``aclImdb`` tree with only ``test/``). Without ``--split``: the test split on the
+run's own data; on other data its test split, or all of it when it has no split structure. A
+split PATH lacks is an error naming the splits it has. Labels are mapped by name to the run's
+classes (a subset is fine; an unknown class is an error listing the run's).
+
+The report (printed, and written to ``--out``, default ``RUN_DIR/eval-<data>-<split>.json``):
+accuracy, loss, the confusion matrix (rows = true class, in the order of ``class_names``),
+per-class precision/recall/F1, the numbers of examples and skipped inputs, and for two classes
+ROC AUC and the detection rate at 1 % and 0.1 % false-positive rate.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .batching import evaluation_batches, length_keys
 from .checkpoint import CheckpointError
-from .data.base import DataError
+from .data.base import DataError, TokenDataset
+from .data.selection import SPLIT_CHOICES, default_split, map_to_classes, select_split
 from .distributed import DistInfo
-from .train import evaluate, load_data, load_run, resolve_device
+from .metrics import classification_report
+from .train import TrainConfig, batch_collate, forward_batch, load_data, load_run, resolve_device
+
+__all__ = ["EvalData", "load_for_run", "model_outputs", "run_report"]
+
+
+@dataclass
+class EvalData:
+    """What to score: the examples (labels as indices of the run's classes) and where they came from."""
+
+    dataset: TokenDataset
+    split: str
+    path: str
+    class_names: list[str]
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def _same_path(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def load_for_run(
+    config: TrainConfig,
+    data_path: str | None,
+    split: str | None,
+    *,
+    own_default: str,
+    limit: int | None = None,
+    skip_bad: bool = False,
+) -> EvalData:
+    """The examples of ``split`` of ``data_path`` (default: the run's data), read as in training.
+
+    ``split`` None picks the default (``own_default`` on the run's own data, see
+    :func:`hrrformer.data.selection.default_split`). Raises DataError for missing splits and
+    classes the run does not know.
+    """
+    own_data = data_path is None or _same_path(data_path, config.data)
+    config.limit, config.skip_bad = limit, config.skip_bad or skip_bad
+    data = load_data(config, DistInfo(), data_path=data_path)
+    path = str(data_path or config.data)
+    split = split or default_split(data, own_data=own_data, own_default=own_default)
+    dataset = select_split(data, split, path=path, limit=limit, seed=config.seed)
+    num_classes = config.model["num_classes"]
+    dataset = map_to_classes(dataset, data.class_names, config.class_names, num_classes, path=path)
+    class_names = config.class_names or [str(i) for i in range(num_classes)]
+    return EvalData(dataset, split, path, list(class_names), dict(data.skipped))
+
+
+@torch.no_grad()
+def model_outputs(
+    model: torch.nn.Module, dataset: TokenDataset, *, batch_size: int, device: torch.device, progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (N, C) float32 and labels (N,) of every example, in the dataset's order.
+
+    Batches are sorted by length (less padding); the model is run in eval mode."""
+    was_training = model.training
+    model.eval()
+    batches = evaluation_batches(range(len(dataset)), length_keys(dataset), batch_size)
+    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=batch_collate(model, 1))
+    logits, labels = [], []
+    for batch in tqdm(loader, desc="eval", leave=False, disable=not progress):
+        logits.append(forward_batch(model, batch, device).float().cpu())
+        labels.append(batch["labels"])
+    model.train(was_training)
+    order = torch.tensor([i for b in batches for i in b], dtype=torch.long)
+    out_logits = torch.empty(len(dataset), logits[0].shape[-1] if logits else 0)
+    out_labels = torch.empty(len(dataset), dtype=torch.long)
+    if logits:
+        out_logits[order], out_labels[order] = torch.cat(logits), torch.cat(labels)
+    return out_logits, out_labels
+
+
+def run_report(model: torch.nn.Module, data: EvalData, *, batch_size: int, device: torch.device) -> dict:
+    """The eval report of ``model`` on ``data`` (see the module docstring)."""
+    logits, labels = model_outputs(model, data.dataset, batch_size=batch_size, device=device, progress=True)
+    report = {"data": data.path, "split": data.split}
+    report.update(classification_report(logits, labels, data.class_names))
+    report["skipped_inputs"] = sum(data.skipped.values())
+    report["skipped"] = data.skipped
+    return report
+
+
+def format_report(report: dict) -> str:
+    """A short human-readable summary: accuracy, the confusion matrix with names, per-class scores."""
+    names = report["class_names"]
+    width = max(9, *(len(n) for n in names))  # a column
+    first = max(len("true \\ predicted"), *(len(n) for n in names)) + 2  # the row labels
+    accuracy = "n/a" if report["accuracy"] is None else f"{report['accuracy']:.4f}"
+    lines = [f"{report['data']} [{report['split']}]: {report['examples']:,} examples, accuracy {accuracy}"]
+    lines.append("true \\ predicted".ljust(first) + " ".join(n.rjust(width) for n in names))
+    lines += [
+        n.ljust(first) + " ".join(str(v).rjust(width) for v in row) for n, row in zip(names, report["confusion_matrix"])
+    ]
+
+    def show(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    lines.append("class".ljust(first) + " ".join(h.rjust(width) for h in ("precision", "recall", "f1", "support")))
+    for name, s in report["per_class"].items():
+        cells = (show(s["precision"]), show(s["recall"]), show(s["f1"]), str(s["support"]))
+        lines.append(name.ljust(first) + " ".join(c.rjust(width) for c in cells))
+    if "roc_auc" in report:
+        rates = ", ".join(
+            f"{float(k):.1%} FPR: {show(v and v['detection_rate'])}" for k, v in report["detection_rate_at_fpr"].items()
+        )
+        lines.append(f"ROC AUC {show(report['roc_auc'])}; detection rate ({report['positive_class']}) at {rates}")
+    if report["skipped_inputs"]:
+        lines.append(f"skipped inputs: {report['skipped']}")
+    return "\n".join(lines)
+
+
+def default_out(run_dir: str | Path, data: str, split: str) -> Path:
+    """``RUN_DIR/eval-<data name>-<split>.json`` (the name made safe for a file name)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(data).name) or "data"
+    return Path(run_dir) / f"eval-{stem}-{split}.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="a run directory written by `hrrformer train`")
-    parser.add_argument("--data", help="data in the task's official format (default: the run's own data)")
-    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    parser.add_argument("--data", help="labelled data in the task's format (default: the run's own data)")
+    parser.add_argument(
+        "--split",
+        choices=SPLIT_CHOICES,
+        help="split of --data, or all of it (default: test; all for data without a split structure)",
+    )
+    parser.add_argument("--out", help="write the JSON report here (default: RUN_DIR/eval-<data>-<split>.json)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--limit", type=int, help="evaluate at most this many examples per split")
+    parser.add_argument("--limit", type=int, help="evaluate at most this many examples (a seeded sample)")
+    parser.add_argument("--skip-bad", action="store_true", help="skip (and count) bad inputs instead of failing")
 
 
 def run(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
     try:
+        device = resolve_device(args.device)
         config, model = load_run(args.run_dir, device)
-        config.limit = args.limit
-        data = load_data(config, DistInfo(), data_path=args.data)
+        data = load_for_run(config, args.data, args.split, own_default="test", limit=args.limit, skip_bad=args.skip_bad)
+        report = {"run": str(args.run_dir), **run_report(model, data, batch_size=args.batch_size, device=device)}
     except (ValueError, CheckpointError, DataError) as e:
         print(f"hrrformer eval: {e}", file=sys.stderr)
         return 1
-    dataset = getattr(data, args.split)
-    if dataset is None:
-        print(f"hrrformer eval: {args.data or config.data} has no {args.split} split", file=sys.stderr)
+    out = Path(args.out) if args.out else default_out(args.run_dir, data.path, data.split)
+    text = json.dumps(report, indent=2)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    except OSError as e:
+        print(f"hrrformer eval: {out}: cannot write the report ({e.strerror or e})", file=sys.stderr)
         return 1
-    result = evaluate(
-        model, dataset, batch_size=args.batch_size, device=device, num_classes=data.num_classes, progress=True
-    )
-    result.update(split=args.split, data=args.data or config.data, class_names=data.class_names)
-    print(json.dumps(result, indent=2))
+    print(format_report(report), file=sys.stderr)
+    print(f"wrote {out}", file=sys.stderr)
+    print(text)
     return 0

@@ -30,8 +30,9 @@ INPUT is a file: an image for image tasks, a file read as bytes for ``text``, ``
 ``retrieval`` and ``imdb-pairs`` (one document: the pair tasks encode each document alone),
 and a ListOps expression for ``listops``. ``--average N --data PATH [--split val] [--label L]``
 averages the maps of N examples of class L (default: of each class) from the task's data, as in
-the paper's figure; the average is the plain mean, 0 counted at padding, so it is the expected
-weight at each position. Both documents of a pair count for pair tasks.
+the paper's figure (``--data`` and ``--split`` are read as by ``hrrformer eval``: ``--split all``
+for the whole of it, classes matched by name to the run's); the average is the plain mean, 0
+counted at padding, so it is the expected weight at each position. Both documents of a pair count for pair tasks.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from .attention import HrrAttention
 from .collectives import group_size
 from .data.base import DataError, pad_sequences
 from .data.files import decode_image, read_prefix, rgb_to_gray
+from .data.selection import SPLIT_CHOICES
 from .model import Hrrformer, HrrformerEncoder
 
 __all__ = [
@@ -564,7 +566,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--average", type=int, metavar="N", help="also average the maps of N examples per class")
     parser.add_argument("--data", help="data for --average, in the task's format (default: the run's data)")
-    parser.add_argument("--split", default="val", choices=["train", "val", "test"], help="split for --average")
+    parser.add_argument(
+        "--split",
+        choices=SPLIT_CHOICES,
+        help="split for --average, or all (default: val of the run's own data; other data as `hrrformer eval`)",
+    )
     parser.add_argument("--label", help="class (index or name) for --average (default: each class)")
     parser.add_argument("--top-k", type=int, default=5, help="regions listed and marked (sequence tasks)")
     parser.add_argument("--window", type=int, help="region width in positions (default: length/128, at least 8)")
@@ -630,20 +636,13 @@ def _class_indices(label: str | None, class_names: list[str]) -> list[int]:
 
 
 def _explain_average(model, config, args, out: Path, used: set[str]) -> list[dict]:
-    from .data import load_task
-    from .tasks import get_task
+    from .evaluate import load_for_run
 
-    path = args.data or config.data
-    if path is None:
+    if (args.data or config.data) is None:
         raise ValueError("--average needs --data (the run records no data path)")
     # The run's own seed and limit: the same split (and sample) as in training, so val was never trained on.
-    data = load_task(
-        get_task(config.task).data_task, path, max_len=config.model["max_len"], seed=config.seed, limit=config.limit
-    )
-    dataset = getattr(data, args.split)
-    if dataset is None:
-        raise ValueError(f"{path}: has no {args.split} split")
-    class_names = data.class_names or config.class_names or [str(i) for i in range(data.num_classes)]
+    selected = load_for_run(config, args.data, args.split, own_default="val", limit=config.limit)
+    args.split, dataset, class_names = selected.split, selected.dataset, selected.class_names
     labels = np.asarray(dataset.labels)
     results, grid = [], ([], [], [])
     for c in _class_indices(args.label, class_names):

@@ -7,6 +7,9 @@ memory stays bounded however many files are given; ``--files-from LIST`` (``-``:
 input) reads the paths, one per line, as they are needed. A file that cannot be read (missing,
 a directory or FIFO, empty, corrupt gzip) gets an error line of its own and the others go on;
 the exit status is then 1.
+
+``--data PATH`` also classifies every example of labelled data in the task's format (one split
+with ``--split``, chosen as ``hrrformer eval`` does), each line with its true class.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from collections.abc import Iterable, Iterator
 import torch
 
 from .checkpoint import CheckpointError
-from .data.base import pad_sequences
+from .data.base import DataError, pad_sequences
 from .data.files import read_prefix
+from .data.selection import SPLIT_CHOICES
+from .evaluate import EvalData, load_for_run, model_outputs
 from .train import load_run, resolve_device
 
 BYTE_TASKS = ("text", "binaries")
@@ -76,6 +81,19 @@ def predict_files(
             }
 
 
+def predict_data(model: torch.nn.Module, data: EvalData, *, batch_size: int, device: torch.device) -> Iterator[dict]:
+    """One result dict per example of ``data``, in order: its name, true class, prediction, probabilities."""
+    logits, labels = model_outputs(model, data.dataset, batch_size=batch_size, device=device)
+    names = data.dataset.names or [f"{data.path} #{i}" for i in range(len(labels))]
+    for name, p, label in zip(names, logits.softmax(-1), labels.tolist()):
+        yield {
+            "file": name,
+            "label": data.class_names[label],
+            "prediction": data.class_names[int(p.argmax())],
+            "probabilities": {n: round(float(v), 6) for n, v in zip(data.class_names, p)},
+        }
+
+
 def _paths_from(list_file) -> Iterator[str]:
     """Non-blank lines of a text stream, without their line ends."""
     for line in list_file:
@@ -90,6 +108,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--files-from", metavar="LIST", help="also classify the files listed in LIST, one path per line ('-': stdin)"
     )
+    parser.add_argument("--data", help="also classify every labelled example of this data (the task's format)")
+    parser.add_argument("--split", choices=SPLIT_CHOICES, help="split of --data (default: as `hrrformer eval`)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -108,17 +128,17 @@ def _open_list(name: str, stack: contextlib.ExitStack):
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.files and args.files_from is None:
-        print("hrrformer predict: give files to classify, or --files-from LIST", file=sys.stderr)
+    if not args.files and args.files_from is None and args.data is None:
+        print("hrrformer predict: give files to classify, --files-from LIST or --data PATH", file=sys.stderr)
         return 2
     device = resolve_device(args.device)
     try:
         config, model = load_run(args.run_dir, device)
-    except (ValueError, CheckpointError) as e:
+        if config.task not in BYTE_TASKS:
+            raise ValueError(f"works for the tasks {BYTE_TASKS}; this run is {config.task!r}")
+        data = None if args.data is None else load_for_run(config, args.data, args.split, own_default="test")
+    except (ValueError, CheckpointError, DataError) as e:
         print(f"hrrformer predict: {e}", file=sys.stderr)
-        return 1
-    if config.task not in BYTE_TASKS:
-        print(f"hrrformer predict: works for the tasks {BYTE_TASKS}; this run is {config.task!r}", file=sys.stderr)
         return 1
     max_len = config.model["max_len"]
     class_names = config.class_names or [str(i) for i in range(config.model["num_classes"])]
@@ -131,13 +151,12 @@ def run(args: argparse.Namespace) -> int:
                 print(f"hrrformer predict: {args.files_from}: cannot read ({e.strerror or e})", file=sys.stderr)
                 return 1
             files = itertools.chain(args.files, _paths_from(listed))
-        return _print_results(
-            predict_files(
-                model, files, max_len=max_len, class_names=class_names, batch_size=args.batch_size, device=device
-            ),
-            args.json,
-            max_len,
+        results = predict_files(
+            model, files, max_len=max_len, class_names=class_names, batch_size=args.batch_size, device=device
         )
+        if data is not None:
+            results = itertools.chain(results, predict_data(model, data, batch_size=args.batch_size, device=device))
+        return _print_results(results, args.json, max_len)
 
 
 def _print_results(results: Iterator[dict], as_json: bool, max_len: int) -> int:
@@ -152,6 +171,7 @@ def _print_results(results: Iterator[dict], as_json: bool, max_len: int) -> int:
             print(f"{result['file']}\terror: {result['error']}")
         else:
             probs = " ".join(f"{k}={v:.4f}" for k, v in result["probabilities"].items())
-            note = f"\t(truncated to the first {max_len:,} bytes)" if result["truncated"] else ""
-            print(f"{result['file']}\t{result['prediction']}\t{probs}{note}")
+            note = f"\t(truncated to the first {max_len:,} bytes)" if result.get("truncated") else ""
+            label = f"\ttrue={result['label']}" if "label" in result else ""
+            print(f"{result['file']}\t{result['prediction']}\t{probs}{label}{note}")
     return 1 if failures else 0

@@ -26,13 +26,17 @@ class TokenDataset(Dataset):
     """In-memory token sequences with integer labels.
 
     ``sequences[i]`` is a 1-D integer tensor (or a pair of them for two-document tasks),
-    ``labels[i]`` an int in [0, num_classes).
+    ``labels[i]`` an int in [0, num_classes). ``names[i]``, where the loader knows it, says
+    where example i came from (a file path, or a member name inside an archive).
     """
 
-    def __init__(self, sequences: Sequence, labels: Sequence[int]) -> None:
+    def __init__(self, sequences: Sequence, labels: Sequence[int], names: Sequence[str] | None = None) -> None:
         if len(sequences) != len(labels):
             raise ValueError(f"{len(sequences)} sequences but {len(labels)} labels")
+        if names is not None and len(names) != len(labels):
+            raise ValueError(f"{len(names)} names but {len(labels)} labels")
         self.sequences, self.labels = sequences, list(labels)
+        self.names = None if names is None else list(names)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -46,7 +50,10 @@ class TaskData:
     """A task's splits and the facts a model needs about them.
 
     ``test`` is None where the data has no test split. ``skipped`` counts inputs dropped by
-    ``skip_bad`` (by reason), for reports.
+    ``skip_bad`` (by reason), for reports. ``own_splits`` names the splits the data defines
+    itself (files, folders or a split column) and holds examples of; the others are held out
+    by seed (val out of train, say) or absent. It is empty when the data has no split
+    structure (a class-folder layout): every split is then held out by seed from one pool.
     """
 
     name: str
@@ -59,6 +66,7 @@ class TaskData:
     pair: bool = False
     class_names: list[str] | None = None
     skipped: dict[str, int] = field(default_factory=dict)
+    own_splits: tuple[str, ...] = ()
 
 
 def pad_sequences(

@@ -137,8 +137,9 @@ def _check_file(path: Path, bad: BadInputs) -> bool:
 def _dataset(files: Sequence[Path], labels: Sequence[int], indices: np.ndarray, max_len: int, bad: BadInputs):
     kept = [i for i in indices if _check_file(files[i], bad)]
     reader = functools.partial(read_prefix, max_bytes=max_len)
+    paths = [files[i] for i in kept]
     return TokenDataset(
-        LazyFiles([files[i] for i in kept], reader, shift=1, max_len=max_len), [labels[i] for i in kept]
+        LazyFiles(paths, reader, shift=1, max_len=max_len), [labels[i] for i in kept], [str(p) for p in paths]
     )
 
 
@@ -173,9 +174,10 @@ def load(
     if any(given):
         parts = [np.flatnonzero(np.array(given) == split) for split in ("train", "val", "test")]
         has_test = bool(len(parts[2]))
+        own_splits = tuple(split for split, idx in zip(("train", "val", "test"), parts) if len(idx))
     else:
         parts = split_indices(labels, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
-        has_test = test_fraction > 0
+        has_test, own_splits = test_fraction > 0, ()
     splits = {
         split: _dataset(files, labels, choose(idx, limit, seed, split), max_len, bad)
         for split, idx in zip(("train", "val", "test"), parts)
@@ -190,4 +192,5 @@ def load(
         max_len=max_len,
         class_names=class_names,
         skipped=bad.counts,
+        own_splits=own_splits,
     )

@@ -19,6 +19,7 @@ from .base import DataError
 __all__ = [
     "BYTE_VOCAB",
     "BadInputs",
+    "Gathered",
     "LazyFiles",
     "Packed",
     "PairSequences",
@@ -109,6 +110,38 @@ class PairSequences(Sequence):
             raise AttributeError("lengths")
         per_doc = np.asarray(doc_lengths())
         return per_doc[self.a] + per_doc[self.b]
+
+
+class Gathered(Sequence):
+    """Items picked from several stores: item i is ``stores[part[i]][index[i]]`` (a concatenation
+    or a subset of other sequence stores, nothing copied)."""
+
+    def __init__(self, stores: Sequence[Sequence], part: np.ndarray, index: np.ndarray) -> None:
+        self.stores = list(stores)
+        self.part, self.index = np.asarray(part, dtype=np.int64), np.asarray(index, dtype=np.int64)
+        if self.part.shape != self.index.shape:
+            raise ValueError(f"{len(self.part)} store numbers but {len(self.index)} indices")
+
+    def __len__(self) -> int:
+        return len(self.part)
+
+    def __getitem__(self, i: int):
+        i = _check_index(i, len(self))
+        return self.stores[int(self.part[i])][int(self.index[i])]
+
+    def lengths(self) -> np.ndarray:
+        """The picked items' lengths, when every store knows its own (AttributeError otherwise)."""
+        per_store = []
+        for store in self.stores:
+            lengths = getattr(store, "lengths", None)
+            if lengths is None:
+                raise AttributeError("lengths")
+            per_store.append(np.asarray(lengths(), dtype=np.int64))
+        out = np.zeros(len(self), dtype=np.int64)
+        for k, lengths in enumerate(per_store):
+            picked = self.part == k
+            out[picked] = lengths[self.index[picked]]
+        return out
 
 
 class LazyFiles(Sequence):

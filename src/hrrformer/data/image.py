@@ -3,8 +3,10 @@
 Reads either the official ``cifar-10-python.tar.gz`` (or its ``cifar-10-batches-py/`` folder):
 pickled ``data_batch_1..5`` (train) and ``test_batch`` (test), each a dict with ``b"data"``,
 an (N, 3072) uint8 array of channel-major rows, and ``b"labels"``; or an image-folder layout
-``{train,test}/<class>/*.{png,jpg}`` (``test`` optional, classes by sorted name) as a folder or
-a tar archive. Pixels become ``round(0.2989 R + 0.5870 G + 0.1140 B) + 1`` (0 = padding).
+``{train,test}/<class>/*.{png,jpg}`` (either split optional, classes by sorted name) as a
+folder or a tar archive. Data with a test split only (``test/<class>/`` or ``test_batch``) loads
+with empty train and val: it can be evaluated, not trained on. Pixels become
+``round(0.2989 R + 0.5870 G + 0.1140 B) + 1`` (0 = padding).
 
 Pickle is used only for the official CIFAR batch files, and with an unpickler that accepts
 nothing but plain containers and numpy arrays: any other object in the file is an error.
@@ -98,13 +100,14 @@ class _Batches:
 
 
 def _batch_pools(files: dict[str, bytes], path: str | Path) -> tuple[dict[str, _Batches | None], list[str]]:
-    """Train and test pools (test None when absent) and class names from the batch files."""
+    """Train and test pools (train empty, test None when absent) and class names from the batch files."""
     numbered = {int(m["number"]): n for n in files if (m := _BATCH.match(n))["number"]}
-    if not numbered:
-        raise DataError(f"{path}: no data_batch_* files (expected {EXPECTED})")
-    parts = [_Batches.read(files[numbered[k]], f"{path}: {numbered[k]}") for k in sorted(numbered)]
-    pools = {"train": _Batches(np.concatenate([p.rows for p in parts]), np.concatenate([p.labels for p in parts]))}
     test = next((n for n in files if _BATCH.match(n)["file"] == "test_batch"), None)
+    if not numbered and test is None:
+        raise DataError(f"{path}: no data_batch_* or test_batch files (expected {EXPECTED})")
+    parts = [_Batches.read(files[numbered[k]], f"{path}: {numbered[k]}") for k in sorted(numbered)]
+    parts.append(_Batches(np.zeros((0, 3072), np.uint8), np.zeros(0, np.int64)))  # train may be absent
+    pools = {"train": _Batches(np.concatenate([p.rows for p in parts]), np.concatenate([p.labels for p in parts]))}
     pools["test"] = None if test is None else _Batches.read(files[test], f"{path}: {test}")
     meta = next((n for n in files if _BATCH.match(n)["file"] == "batches.meta"), None)
     names = _unpickle(files[meta], f"{path}: {meta}").get("label_names") if meta else None
@@ -139,18 +142,18 @@ class _Images:
 def _folder_pools(
     images: list[tuple[str, str, str, bytes]], path: str | Path, size: int
 ) -> tuple[dict[str, _Images | None], list[str]]:
-    """Train and test pools (test None when absent) from (split, class, name, content) tuples."""
-    class_names = sorted({c for split, c, _, _ in images if split == "train"})
-    if not class_names:
-        raise DataError(f"{path}: no images in train/<class>/ (expected {EXPECTED})")
-    unknown = sorted({c for split, c, _, _ in images if split == "test"} - set(class_names))
+    """Train and test pools (train empty, test None when absent) from (split, class, name, content)
+    tuples. Classes are train's (sorted names); a folder with only ``test/`` gives test's."""
+    classes = {split: sorted({c for s, c, _, _ in images if s == split}) for split in ("train", "test")}
+    class_names = classes["train"] or classes["test"]
+    unknown = sorted(set(classes["test"]) - set(class_names))
     if unknown:
         raise DataError(f"{path}: test classes {unknown} have no train/ folder")
     pools: dict[str, _Images | None] = {}
     for split in ("train", "test"):
         members = [(c, f"{path}: {n}", x) for s, c, n, x in images if s == split]
         labels = np.array([class_names.index(c) for c, _, _ in members], dtype=np.int64)
-        pools[split] = _Images([(n, x) for _, n, x in members], labels, size) if members else None
+        pools[split] = _Images([(n, x) for _, n, x in members], labels, size) if members or split == "train" else None
     return pools, class_names
 
 
@@ -206,4 +209,5 @@ def load(
         max_len=max_len,
         class_names=class_names,
         skipped=bad.counts,
+        own_splits=tuple(split for split in ("train", "test") if pools[split] is not None and len(pools[split].labels)),
     )

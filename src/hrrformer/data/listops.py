@@ -110,4 +110,5 @@ def load(
         max_len=max_len,
         class_names=[str(d) for d in range(NUM_CLASSES)],
         skipped=bad.counts,
+        own_splits=tuple(FILES),
     )

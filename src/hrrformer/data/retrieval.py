@@ -95,4 +95,5 @@ def load(
         pair=True,
         class_names=["unrelated", "related"],
         skipped=bad.counts,
+        own_splits=tuple(FILES),
     )

@@ -3,7 +3,8 @@
 Reviews are ``{train,test}/{pos,neg}/<id>_<rating>.txt`` (``train/unsup`` is ignored), read
 as raw UTF-8 bytes + 1 (0 = padding) and truncated to ``max_len`` (4,000). Labels: neg = 0,
 pos = 1. Validation is held out of train (stratified by ``seed``); test is the data's
-``test/`` split, or None when the data has only ``train/``.
+``test/`` split, or None when the data has only ``train/``. A tree with only ``test/`` loads
+too (train and val are then empty: such data can be evaluated, not trained on).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ __all__ = ["CLASS_NAMES", "MAX_LEN", "AclImdb", "Review", "decode", "load", "rea
 
 MAX_LEN = 4000
 CLASS_NAMES = ["neg", "pos"]
-EXPECTED = "aclImdb_v1.tar.gz, a tar holding aclImdb/, or an aclImdb folder with train/{pos,neg}/*.txt"
+EXPECTED = "aclImdb_v1.tar.gz, a tar holding aclImdb/, or an aclImdb folder with {train,test}/{pos,neg}/*.txt"
 decode = decode_bytes
 
 _REVIEW = re.compile(r"^(?P<root>(?:.+/)?)(?P<split>train|test)/(?P<polarity>pos|neg)/(?P<file>[^/]+\.txt)$")
@@ -90,8 +91,8 @@ def load(
     bad = BadInputs(skip_bad)
     reviews = read_aclimdb(path, bad, max_bytes=max_len).reviews
     pools = {split: [r for r in reviews if r.split == split] for split in ("train", "test")}
-    if not pools["train"]:
-        raise DataError(f"{path}: no reviews in train/pos or train/neg (expected {EXPECTED})")
+    if not reviews:
+        raise DataError(f"{path}: no reviews in train/ or test/ (pos, neg) (expected {EXPECTED})")
     test_labels = [r.label for r in pools["test"]] if pools["test"] else None
     chosen = standard_splits(
         [r.label for r in pools["train"]], test_labels, seed=seed, val_fraction=val_fraction, limit=limit
@@ -99,7 +100,9 @@ def load(
 
     def dataset(pool: list[Review], indices) -> TokenDataset:
         picked = [pool[i] for i in indices]
-        return TokenDataset(Packed.from_bytes([r.text for r in picked]), [r.label for r in picked])
+        return TokenDataset(
+            Packed.from_bytes([r.text for r in picked]), [r.label for r in picked], [r.file for r in picked]
+        )
 
     return TaskData(
         name="text",
@@ -111,4 +114,5 @@ def load(
         max_len=max_len,
         class_names=list(CLASS_NAMES),
         skipped=bad.counts,
+        own_splits=tuple(split for split, pool in pools.items() if pool),
     )
