@@ -43,6 +43,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "norm": ("pre", "post"),
     "pooling": ("mean", "cls"),
     "attention": ("hrr", "softmax"),
+    "hrr_output": ("value", "retrieved"),
 }
 
 
@@ -71,6 +72,8 @@ class HrrformerConfig:
     score_scale: float | None = None
     #: HRR only: learn τ (needs score_scale).
     learn_score_scale: bool = False
+    #: HRR only: what each position outputs, "value" (the paper: w_t v_t) or "retrieved" (w_t |v_t| v̂_t/|v̂_t|).
+    hrr_output: Literal["value", "retrieved"] = "value"
     activation_checkpointing: bool = False
     #: Sequence chunking (HRR only): run each block over pieces of this many positions, keeping
     #: only the block's input for the backward pass (see :mod:`hrrformer.chunked`). None: off.
@@ -91,8 +94,8 @@ class HrrformerConfig:
         for name, allowed in _CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"HrrformerConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("length_scale", "score_scale", "learn_score_scale"):
-            if getattr(self, name) not in (None, False) and self.attention != "hrr":
+        for name in ("length_scale", "score_scale", "learn_score_scale", "hrr_output"):
+            if getattr(self, name) not in (None, False, "value") and self.attention != "hrr":
                 raise ValueError(f"HrrformerConfig.{name} needs attention='hrr'")
         if self.learn_score_scale and self.score_scale is None:
             raise ValueError("HrrformerConfig.learn_score_scale needs a score_scale to start from")
@@ -169,6 +172,7 @@ class EncoderBlock(nn.Module):
                 "length_scale": config.length_scale,
                 "score_scale": config.score_scale,
                 "learn_score_scale": config.learn_score_scale,
+                "output": config.hrr_output,
             }
             if config.attention == "hrr"
             else {}
