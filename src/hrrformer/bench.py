@@ -30,6 +30,7 @@ from typing import Any
 
 from .bench_methods import METHODS, MODEL_ATTENTIONS
 from .model import HrrformerConfig
+from .options import pick
 from .perf import keep_freed_memory_env
 
 __all__ = ["CSV_COLUMNS", "model_config_for", "run_config"]
@@ -78,12 +79,10 @@ def model_config_for(task: str) -> tuple[HrrformerConfig, int, int]:
     if task not in names:
         raise ValueError(f"unknown --model task {task!r}; known: {sorted(names)}")
     task_name, preset_name, vocab_size, num_classes = names[task]
-    p = get_preset(task_name, preset_name)
-    config = HrrformerConfig(
-        vocab_size=vocab_size, max_len=p.max_len, dim=p.dim, heads=p.heads, layers=1, mlp_dim=p.mlp_dim,
-        pooling=p.pooling, pos_embedding=p.pos_embedding, num_classes=num_classes,
-    )  # fmt: skip
-    return config, p.batch_size, p.max_len
+    options = get_preset(task_name, preset_name).options
+    model = {**pick(HrrformerConfig, options), "layers": 1, "vocab_size": vocab_size, "num_classes": num_classes}
+    config = HrrformerConfig(**model)
+    return config, options["batch_size"], config.max_len
 
 
 # ----------------------------------------------------------------------------- running one configuration

@@ -133,7 +133,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, *, from_preset: Iterab
     """One flag per option of ``cls`` (fields made with ``flag=False`` excepted), its help the field's.
 
     The flags' values reach the namespace only when given (:func:`given`); the help shows the
-    field's default, or "the preset's" for the fields named in ``from_preset``.
+    field's default (unless None), or "the preset's" for the fields named in ``from_preset``.
     """
     preset_fields = set(from_preset)
     for f in _flags(cls):
@@ -159,7 +159,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, *, from_preset: Iterab
             type=_parse_optional(kind) if optional and kind is not str else kind,
             choices=allowed,
             metavar=f.metadata.get("metavar") or (None if allowed else {int: "N", float: "X", str: "S"}[kind]),
-            help=f"{help_text} (default: {'none' if shown is None else shown})",
+            help=help_text if shown is None else f"{help_text} (default: {shown})",
             **common,
         )
 

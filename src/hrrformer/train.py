@@ -32,9 +32,9 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -54,6 +54,7 @@ from .checkpoint import (
     save_checkpoint,
     save_weights,
 )
+from .config import HrrformerConfig
 from .data.base import TaskData, collate
 from .distributed import (
     DistInfo,
@@ -64,55 +65,78 @@ from .distributed import (
     setup_distributed,
     teardown_distributed,
 )
-from .model import Hrrformer, HrrformerConfig, HrrformerDualEncoder
+from .model import Hrrformer, HrrformerDualEncoder
+from .options import add_flags, defaults, given, option, pick, resumable
 from .parallel import enable_sequence_parallel, shard_sequence
 from .tasks import PRESET_NAMES, TASKS, Preset, get_preset, get_task
 
 __all__ = ["TrainConfig", "TrainingDiverged", "build_model", "evaluate", "load_run", "train"]
-
-#: Keys of config.json that may change on --resume (the budget and the machine, not the model or data).
-RESUMABLE_CHANGES = {"epochs", "device", "workers", "log_every", "save_every", "progress", "data", "max_minutes"}
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+_RUN = {"flag": False}  # set by the data or the launcher, not by a flag
+
+
 @dataclass
 class TrainConfig:
-    """Everything a run depends on; written to RUN_DIR/config.json."""
+    """Everything a run depends on; written to RUN_DIR/config.json. Each field but those the data
+    or the launcher set is an ``hrrformer train`` flag (:mod:`hrrformer.options`); the model's
+    options are the fields of :class:`HrrformerConfig`, in ``model``."""
 
-    task: str = "listops"
-    preset: str = "demo"
-    data: str | None = None
-    attention: str = "hrr"
-    model: dict[str, Any] = field(default_factory=dict)
-    pair: bool = False
-    class_names: list[str] | None = None
-    batch_size: int = 32
-    epochs: int = 2
-    lr: float = 1e-3
-    lr_decay: float = 0.9
-    min_lr: float = 1e-5
-    label_smoothing: float = 0.1
-    grad_clip: float = 1.0
-    limit: int | None = None
-    skip_bad: bool = False
-    seed: int = 0
-    amp: str = "none"
-    device: str = "auto"
-    compile: bool = False
-    workers: int = 0
-    #: Length bucketing: sort pools of this many batches by length (0 or 1: random batches).
-    bucket: int = 50
-    #: Batches are padded to a multiple of this length (capped at max_len): few distinct shapes.
-    pad_multiple: int = 128
-    log_every: int = 10
-    save_every: int = 0
-    max_minutes: float | None = None
-    world_size: int = 1
-    sequence_parallel: int = 1
-    progress: bool = True
+    task: str = option("listops", f"the task, one of: {', '.join(TASKS)}", metavar="TASK")
+    preset: str = option("demo", f"the options preset, one of: {', '.join(PRESET_NAMES)}", metavar="NAME")
+    data: str | None = option(
+        None,
+        "data path in the task's official format (generated tasks: omit to generate)",
+        metavar="PATH",
+        resumable=True,
+    )
+    attention: str = option("hrr", "the model's attention (model.attention, repeated for summaries)", **_RUN)
+    model: dict[str, Any] = option(help="the HrrformerConfig fields (flags: the model's options)", factory=dict, **_RUN)
+    pair: bool = option(False, "a two-document task (set from the data)", **_RUN)
+    class_names: list[str] | None = option(None, "class names (from the data)", **_RUN)
+    batch_size: int = option(32, "examples per batch, per process (per sequence-parallel group)")
+    epochs: int = option(2, "training epochs", resumable=True)
+    lr: float = option(1e-3, "Adam's learning rate")
+    lr_decay: float = option(0.9, "learning rate factor per epoch (exponential decay, continuous)")
+    min_lr: float = option(1e-5, "the decay's floor")
+    label_smoothing: float = option(0.1, "label smoothing of the cross-entropy")
+    grad_clip: float = option(1.0, "clip the gradient to this norm (0: off)")
+    limit: int | None = option(None, "use at most this many examples per split")
+    skip_bad: bool = option(False, "skip and count bad inputs instead of stopping")
+    seed: int = option(0, "random seed: initialisation, shuffling, dropout")
+    amp: Literal["none", "bf16"] = option("none", "mixed precision")
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "where to train (auto: cuda if available)", resumable=True)
+    compile: bool = option(False, "torch.compile the model")
+    workers: int = option(0, "DataLoader worker processes", resumable=True)
+    bucket: int = option(
+        50, "length bucketing: sort pools of N batches by length to cut padding (0 or 1: random batches)"
+    )
+    pad_multiple: int = option(
+        128, "pad each batch to a multiple of N positions (capped at --max-len): few shapes, flat memory"
+    )
+    log_every: int = option(10, "steps between metrics.jsonl lines", resumable=True)
+    save_every: int = option(0, "also checkpoint every N steps (0: per epoch only)", resumable=True)
+    max_minutes: float | None = option(
+        None,
+        "training time budget: stop after the step that crosses it, then validate and test",
+        metavar="M",
+        resumable=True,
+    )
+    world_size: int = option(1, "processes (from torchrun)", **_RUN)
+    sequence_parallel: int = option(
+        1,
+        "split each sequence over N consecutive ranks (torchrun; world size a multiple of N): "
+        "for inputs too long for one device; HRR attention, single-document tasks",
+    )
+    progress: bool = option(True, "progress bars", resumable=True)
+
+
+#: Keys of config.json that may change on --resume (the budget and the machine, not the model or data).
+RESUMABLE_CHANGES = resumable(TrainConfig)
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -352,14 +376,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def _with_new_option_defaults(saved: dict[str, Any], current: TrainConfig) -> dict[str, Any]:
     """A saved config completed with the defaults of options it predates: a run written before
     an option existed ran with that option's default (TrainConfig fields, and model keys)."""
-
-    def defaults(cls: type, names: Any) -> dict[str, Any]:
-        return {f.name: f.default for f in fields(cls) if f.name in names and f.default is not MISSING}
-
-    completed = {**defaults(TrainConfig, set(asdict(current)) - set(saved)), **saved}
+    completed = {**defaults(TrainConfig), **saved}
     if isinstance(saved.get("model"), dict):
-        missing = set(current.model) - set(saved["model"])
-        completed["model"] = {**defaults(HrrformerConfig, missing), **saved["model"]}
+        model_defaults = {k: v for k, v in defaults(HrrformerConfig).items() if k in current.model}
+        completed["model"] = {**model_defaults, **saved["model"]}
     return completed
 
 
@@ -710,138 +730,35 @@ def load_run(run_dir: str | Path, device: torch.device | None = None) -> tuple[T
 
 
 # ----------------------------------------------------------------------------- command line
+def _preset_fields() -> set[str]:
+    """The options some preset sets (their flags' help says "default: the preset's")."""
+    return {name for spec in TASKS.values() for preset in spec.presets.values() for name in preset.options}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", default="listops", help=f"one of: {', '.join(TASKS)} (default listops)")
-    parser.add_argument("--data", help="data path in the task's official format (generated tasks: omit to generate)")
+    """The run's own flags, then one flag per training option and per model option."""
     parser.add_argument("--out", help="run directory (default runs/<task>-<preset>-<attention>-<time>)")
-    parser.add_argument("--preset", default="demo", help=f"one of: {', '.join(PRESET_NAMES)} (default demo)")
-    parser.add_argument("--attention", default="hrr", choices=["hrr", "softmax"])
-    for flag, kind in (("--layers", int), ("--dim", int), ("--heads", int), ("--mlp-dim", int), ("--max-len", int)):
-        parser.add_argument(flag, type=kind)
-    parser.add_argument("--batch-size", type=int, help="per process (per sequence-parallel group)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--dropout", type=float)
-    parser.add_argument("--limit", type=int, help="use at most this many examples per split")
-    parser.add_argument("--skip-bad", action="store_true", help="skip and count bad inputs instead of stopping")
-    parser.add_argument("--pooling", choices=["mean", "cls"])
-    parser.add_argument("--pos-embedding", choices=["learned", "sinusoidal"])
-    parser.add_argument("--norm", choices=["pre", "post"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--amp", choices=["none", "bf16"], default="none")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-    parser.add_argument("--activation-checkpointing", action="store_true", help="recompute activations in backward")
-    parser.add_argument(
-        "--pad-multiple",
-        type=int,
-        default=128,
-        metavar="N",
-        help="pad each batch to a multiple of N positions (capped at --max-len): few shapes, flat memory",
-    )
-    parser.add_argument(
-        "--chunk-size",
-        type=int,
-        default=None,
-        metavar="N",
-        help="sequence chunking (hrr): run each block over N positions at a time, recomputing in backward; "
-        "for inputs of 10^5-10^6+ tokens",
-    )
-    parser.add_argument(
-        "--length-scale",
-        action="store_true",
-        help="hrr: multiply the attention output by the number of real positions, n·w_t·v_t "
-        "(the paper's w_t·v_t is ~1/T the size of the residual; EXPERIMENTS.md)",
-    )
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    parser.add_argument(
-        "--bucket",
-        type=int,
-        default=50,
-        metavar="N",
-        help="length bucketing: sort pools of N batches by length to cut padding (0: random batches)",
-    )
-    parser.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl lines")
-    parser.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (0: per epoch only)")
-    parser.add_argument(
-        "--max-minutes",
-        type=float,
-        help="training time budget: stop after the step that crosses it, then validate and test",
-    )
-    parser.add_argument(
-        "--sequence-parallel",
-        type=int,
-        default=1,
-        metavar="N",
-        help="split each sequence over N consecutive ranks (torchrun; world size a multiple of N): "
-        "for inputs too long for one device; HRR attention, single-document tasks",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    add_flags(parser.add_argument_group("training options"), TrainConfig, from_preset=_preset_fields())
+    add_flags(parser.add_argument_group("model options"), HrrformerConfig, from_preset=_preset_fields())
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    preset = get_preset(
-        args.task,
-        args.preset,
-        layers=args.layers,
-        dim=args.dim,
-        heads=args.heads,
-        mlp_dim=args.mlp_dim,
-        max_len=args.max_len,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        lr=args.lr,
-        dropout=args.dropout,
-        limit=args.limit,
-        pooling=args.pooling,
-        pos_embedding=args.pos_embedding,
-        norm=args.norm,
-        max_minutes=args.max_minutes,
-    )
-    model = {
-        "max_len": preset.max_len,
-        "dim": preset.dim,
-        "heads": preset.heads,
-        "layers": preset.layers,
-        "mlp_dim": preset.mlp_dim,
-        "dropout": preset.dropout,
-        "pos_embedding": preset.pos_embedding,
-        "norm": preset.norm,
-        "pooling": preset.pooling,
-        "attention": args.attention,
-        "activation_checkpointing": args.activation_checkpointing,
-        "chunk_size": args.chunk_size,
-        "length_scale": args.length_scale,
-    }
+    """The run's config: the options' defaults, overridden by the preset's, overridden by the flags given."""
+    train_flags, model_flags = given(args, TrainConfig), given(args, HrrformerConfig)
+    named = {**defaults(TrainConfig), **train_flags}
+    preset = get_preset(named["task"], named["preset"]).options
+    unknown = sorted(set(preset) - set(named) - set(defaults(HrrformerConfig)))
+    if unknown:
+        raise ValueError(f"preset {named['preset']!r} of task {named['task']!r} sets unknown options {unknown}")
+    model_defaults = {f.name: f.default for f in fields(HrrformerConfig) if f.metadata["flag"]}
+    model = {**model_defaults, **pick(HrrformerConfig, preset), **model_flags}
     HrrformerConfig(**model)  # validate shapes early, before any data is read
-    if args.sequence_parallel != 1:
-        check_sequence_parallel(TrainConfig(attention=args.attention, sequence_parallel=args.sequence_parallel))
-    return TrainConfig(
-        task=args.task,
-        preset=args.preset,
-        data=args.data,
-        attention=args.attention,
-        model=model,
-        batch_size=preset.batch_size,
-        epochs=preset.epochs,
-        lr=preset.lr,
-        limit=preset.limit,
-        skip_bad=args.skip_bad,
-        seed=args.seed,
-        amp=args.amp,
-        device=args.device,
-        compile=args.compile,
-        workers=args.workers,
-        bucket=args.bucket,
-        pad_multiple=args.pad_multiple,
-        log_every=args.log_every,
-        save_every=args.save_every,
-        max_minutes=preset.max_minutes,
-        sequence_parallel=args.sequence_parallel,
-        progress=not args.no_progress,
-    )
+    train_options = {**defaults(TrainConfig), **pick(TrainConfig, preset), **train_flags}
+    config = TrainConfig(**{**train_options, "attention": model["attention"], "model": model})
+    check_sequence_parallel(config)
+    return config
 
 
 def run(args: argparse.Namespace) -> int:
