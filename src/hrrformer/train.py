@@ -16,6 +16,12 @@ numbers per layer (:mod:`hrrformer.parallel`). The groups split the data as DDP 
 (summed over the data-parallel ranks only). HRR attention and single-document tasks only; the
 learned position table, if any, stays whole (replicated) on every rank and in the checkpoints.
 
+Every option is a field of :class:`TrainConfig` or of :class:`hrrformer.config.HrrformerConfig`
+(``model``), with its help; the flags, config.json and the resume check are generated from them
+(:mod:`hrrformer.options`), and a preset (:mod:`hrrformer.tasks`) is a partial dict of them.
+:func:`train` reads as its steps: a :class:`Trainer` is set up, restored, started, trains epoch
+by epoch, and finishes.
+
 Outputs in RUN_DIR: ``config.json``, ``metrics.jsonl`` (one JSON line per logging step and per
 epoch), ``summary.json``, ``checkpoints/``, and ``model.safetensors`` (final weights).
 """
@@ -461,7 +467,8 @@ def seeded_model(config: TrainConfig, info: DistInfo, device: torch.device) -> n
 class Trainer:
     """One run. ``Trainer(...)`` sets it up, :meth:`restore` continues from the last checkpoint,
     :meth:`start` readies the model, :meth:`train_epoch` runs one epoch (:meth:`train_step` per
-    batch, :meth:`end_epoch` after), :meth:`finish` tests and writes the results."""
+    batch, :meth:`end_epoch` after), :meth:`finish` tests and writes the results. The state a
+    checkpoint carries on, besides the weights, optimiser, scheduler and RNG, is :attr:`state`."""
 
     def __init__(self, config: TrainConfig, run_dir: Path, *, resume: bool, overwrite: bool) -> None:
         self.config, self.run_dir = config, run_dir
@@ -549,15 +556,7 @@ class Trainer:
         """The epoch's (remaining) batches, logged and checkpointed as asked; stops early on the time budget."""
         config, s = self.config, self.state
         done_before = s.batches_done
-        batches = _epoch_batches(self.sampler, config.batch_size, s.epoch, done_before, self.train_keys, config.bucket)
-        # A private generator: creating a loader must not draw from the global RNG (dropout's).
-        loader = DataLoader(
-            self.data.train,
-            batch_sampler=batches,
-            collate_fn=batch_collate(self.model, config.pad_multiple),
-            num_workers=config.workers,
-            generator=torch.Generator(),
-        )
+        loader = self.epoch_loader()
         sums = s.epoch_sums if s.epoch_sums is not None else torch.zeros(3, dtype=torch.float64)  # loss·n, correct, n
         bar = tqdm(
             total=self.steps_per_epoch,
@@ -583,6 +582,21 @@ class Trainer:
                 break
         bar.close()
         self.end_epoch(sums, time.perf_counter() - epoch_start)
+
+    def epoch_loader(self) -> DataLoader:
+        """The batches of this epoch not yet done, in the order the seed and the epoch fix."""
+        config, s = self.config, self.state
+        batches = _epoch_batches(
+            self.sampler, config.batch_size, s.epoch, s.batches_done, self.train_keys, config.bucket
+        )
+        # A private generator: creating a loader must not draw from the global RNG (dropout's).
+        return DataLoader(
+            self.data.train,
+            batch_sampler=batches,
+            collate_fn=batch_collate(self.model, config.pad_multiple),
+            num_workers=config.workers,
+            generator=torch.Generator(),
+        )
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> StepResult:
         """Forward, backward and one optimiser step on a batch; TrainingDiverged on a NaN or infinite loss."""
