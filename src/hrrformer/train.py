@@ -496,6 +496,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_factor(config, self.steps_per_epoch))
         self.metrics = MetricsLog(run_dir / "metrics.jsonl", self.info.is_main)
         self.state = Progress()
+        self.start_time = time.perf_counter()  # reset by start()
 
     def restore(self) -> None:
         """Continue from the run directory's last checkpoint: weights, optimiser, RNG and progress."""
