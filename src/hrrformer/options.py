@@ -25,7 +25,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["add_flags", "check_choices", "defaults", "flag_name", "given", "option", "pick", "resumable"]
+__all__ = ["add_flags", "check_choices", "choices_of", "defaults", "flag_name", "given", "option", "pick", "resumable"]
 
 
 def option(
@@ -53,10 +53,6 @@ def option(
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def _fields(cls: type) -> tuple[dataclasses.Field, ...]:
-    return dataclasses.fields(cls)
-
-
 @functools.cache
 def _types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
@@ -81,7 +77,7 @@ def choices_of(cls: type, field: dataclasses.Field) -> tuple[Any, ...] | None:
 def check_choices(config: Any) -> None:
     """ValueError naming the option when a field of ``config`` holds a value outside its choices."""
     cls = type(config)
-    for f in _fields(cls):
+    for f in dataclasses.fields(cls):
         allowed, value = choices_of(cls, f), getattr(config, f.name)
         if allowed is not None and value not in allowed:
             raise ValueError(f"{cls.__name__}.{f.name} must be one of {allowed}, got {value!r}")
@@ -90,7 +86,7 @@ def check_choices(config: Any) -> None:
 def defaults(cls: type) -> dict[str, Any]:
     """Every field's default value (a fresh one for a ``factory``)."""
     out = {}
-    for f in _fields(cls):
+    for f in dataclasses.fields(cls):
         if f.default is not dataclasses.MISSING:
             out[f.name] = f.default
         elif f.default_factory is not dataclasses.MISSING:
@@ -100,17 +96,17 @@ def defaults(cls: type) -> dict[str, Any]:
 
 def resumable(cls: type) -> set[str]:
     """The fields that may change when a run is resumed (the budget and the machine)."""
-    return {f.name for f in _fields(cls) if f.metadata.get("resumable")}
+    return {f.name for f in dataclasses.fields(cls) if f.metadata.get("resumable")}
 
 
 def pick(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
     """The entries of ``values`` that are fields of ``cls``."""
-    names = {f.name for f in _fields(cls)}
+    names = {f.name for f in dataclasses.fields(cls)}
     return {k: v for k, v in values.items() if k in names}
 
 
 def _flags(cls: type) -> list[dataclasses.Field]:
-    return [f for f in _fields(cls) if f.metadata.get("flag")]
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("flag")]
 
 
 def flag_name(field: dataclasses.Field) -> str:
