@@ -16,8 +16,7 @@ LayerNorm (1, 0).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,6 +25,7 @@ from torch.utils.checkpoint import checkpoint
 from .attention import HrrAttention, SoftmaxAttention
 from .chunked import chunked_block_forward
 from .collectives import broadcast, gather_ints
+from .config import HrrformerConfig
 from .ops.hrr_attention import SequenceReduction
 
 __all__ = [
@@ -37,87 +37,6 @@ __all__ = [
     "ShardedPositionEmbedding",
     "masked_mean",
 ]
-
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "pos_embedding": ("learned", "sinusoidal"),
-    "norm": ("pre", "post"),
-    "pooling": ("mean", "cls"),
-    "attention": ("hrr", "softmax"),
-    "hrr_output": ("value", "retrieved"),
-}
-
-
-@dataclass
-class HrrformerConfig:
-    """Everything that defines an Hrrformer's shape. ``mlp_dim`` defaults to 2 × ``dim``."""
-
-    vocab_size: int = 256
-    max_len: int = 1024
-    dim: int = 128
-    heads: int = 4
-    layers: int = 1
-    mlp_dim: int | None = None
-    dropout: float = 0.1
-    pos_embedding: Literal["learned", "sinusoidal"] = "learned"
-    norm: Literal["pre", "post"] = "pre"
-    pooling: Literal["mean", "cls"] = "mean"
-    num_classes: int = 2
-    attention: Literal["hrr", "softmax"] = "hrr"
-    pad_id: int = 0
-    causal: bool = False
-    projection: bool = False
-    #: HRR only: output n·w_t·v_t instead of w_t·v_t (n real positions; see HrrAttention).
-    length_scale: bool = False
-    #: HRR only: w = softmax(τ_h · a) per head, τ starting here (None: the paper, τ = 1).
-    score_scale: float | None = None
-    #: HRR only: learn τ (needs score_scale).
-    learn_score_scale: bool = False
-    #: HRR only: what each position outputs, "value" (the paper: w_t v_t) or "retrieved" (w_t |v_t| v̂_t/|v̂_t|).
-    hrr_output: Literal["value", "retrieved"] = "value"
-    activation_checkpointing: bool = False
-    #: Sequence chunking (HRR only): run each block over pieces of this many positions, keeping
-    #: only the block's input for the backward pass (see :mod:`hrrformer.chunked`). None: off.
-    chunk_size: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.mlp_dim is None:
-            self.mlp_dim = 2 * self.dim
-        for name in ("vocab_size", "max_len", "dim", "heads", "layers", "mlp_dim", "num_classes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"HrrformerConfig.{name} must be ≥ 1, got {getattr(self, name)}")
-        if self.dim % self.heads:
-            raise ValueError(f"HrrformerConfig.dim ({self.dim}) must be divisible by heads ({self.heads})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"HrrformerConfig.dropout must be in [0, 1), got {self.dropout}")
-        if not 0 <= self.pad_id < self.vocab_size:
-            raise ValueError(f"HrrformerConfig.pad_id ({self.pad_id}) must be in [0, vocab_size={self.vocab_size})")
-        for name, allowed in _CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"HrrformerConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("length_scale", "score_scale", "learn_score_scale", "hrr_output"):
-            if getattr(self, name) not in (None, False, "value") and self.attention != "hrr":
-                raise ValueError(f"HrrformerConfig.{name} needs attention='hrr'")
-        if self.learn_score_scale and self.score_scale is None:
-            raise ValueError("HrrformerConfig.learn_score_scale needs a score_scale to start from")
-        if self.chunk_size is not None:
-            if self.chunk_size < 1:
-                raise ValueError(f"HrrformerConfig.chunk_size must be ≥ 1 or None, got {self.chunk_size}")
-            if self.attention != "hrr":
-                raise ValueError(
-                    "HrrformerConfig.chunk_size needs attention='hrr': softmax attention couples every pair "
-                    "of positions, so a chunk cannot be computed from a small summary of the others"
-                )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> HrrformerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown HrrformerConfig keys: {unknown}")
-        return cls(**values)
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device | None = None, offset: int = 0) -> torch.Tensor:
