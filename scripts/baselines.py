@@ -41,6 +41,7 @@ from hrrformer.baselines import (
 from hrrformer.data import TaskData
 from hrrformer.data.listops import VOCAB as LISTOPS_VOCAB
 from hrrformer.distributed import DistInfo
+from hrrformer.model import HrrformerConfig
 from hrrformer.tasks import TASKS, get_preset
 from hrrformer.train import TrainConfig, load_data
 
@@ -68,9 +69,10 @@ def load_splits(
     Returns the TaskData, the data path used (for generated tasks the cache folder) and
     {split: (sequences, labels)} for the non-empty splits.
     """
-    settings = get_preset(task, preset, max_len=max_len)
+    options = get_preset(task, preset).options
+    length = max_len if max_len is not None else options.get("max_len", HrrformerConfig.max_len)
     config = TrainConfig(
-        task=task, preset=preset, data=data, model={"max_len": settings.max_len}, limit=settings.limit, seed=seed
+        task=task, preset=preset, data=data, model={"max_len": length}, limit=options.get("limit"), seed=seed
     )
     config.progress = False
     loaded = load_data(config, DistInfo())
