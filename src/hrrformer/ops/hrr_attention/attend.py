@@ -30,11 +30,11 @@ def attend(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(out (B, h, T, d), w (B, h, T)) in the compute dtype; q, k, v already in it, keep (B, 1, T).
 
-    ``method``: circulant (non-causal, output "value"; default then) or fourier (one piece: this
+    ``method``: circulant (non-causal; default then) or fourier (one piece: this
     process's part). ``score_scale``: τ (h,) or None: w = softmax(τ a). ``output``: "value" (the
     paper: w_t v_t) or "retrieved" (w_t ‖v_t‖ v̂_t / ‖v̂_t‖)."""
-    if method == "circulant" or (method == "auto" and not causal and output == "value"):
-        return CirculantHrrAttention.apply(q, k, v, keep, eps, reduction, score_scale)
+    if method == "circulant" or (method == "auto" and not causal):
+        return CirculantHrrAttention.apply(q, k, v, keep, eps, reduction, score_scale, output == "retrieved")
     exponent = safe_exponent(q.dtype, reduction.sequence_length(q.shape[-2]), q.shape[-1])
     part, scale = superpose(k, v, keep, exponent)
     [beta], common = combine_superpositions([part], [scale], causal, reduction)
@@ -84,7 +84,7 @@ def hrr_attention(
             (clamped) lets them focus. None: the paper (τ = 1). Differentiable.
         output: what position t outputs: ``"value"`` (the paper: w_t v_t, v_t times one scalar) or
             ``"retrieved"``: w_t ‖v_t‖ v̂_t / ‖v̂_t‖, the direction of what q_t unbinds from β (content
-            from the whole sequence) at the length of v_t. Computed by the Fourier form.
+            from the whole sequence) at the length of v_t.
         return_weights: also return w (B, h, T) (no gradient): 0 at padding, rows sum to 1.
         check: with a group, first agree on every rank that the inputs are valid (one all-gather).
 
