@@ -135,6 +135,8 @@ class HrrAttention(_MultiHeadAttention):
     parameter with ``learn_score_scale=True`` (a buffer otherwise); |τ| is clamped at 40. The
     paper's cosine scores lie in [−1, 1], so without it every weight is within e² of uniform.
     None (default): the paper's formula.
+    ``pads_in_beta=True``: the authors' padding, pads bound into β and masked in the softmax only
+    (see :func:`~hrrformer.ops.hrr_attention.hrr_attention`).
     Dropout is applied to the merged heads before the output projection.
     """
 
@@ -150,9 +152,11 @@ class HrrAttention(_MultiHeadAttention):
         length_scale: bool = False,
         score_scale: float | None = None,
         learn_score_scale: bool = False,
+        pads_in_beta: bool = False,
     ) -> None:
         super().__init__(embed_dim, num_heads, bias=bias, dropout=dropout, causal=causal)
         self.projection, self.method, self.length_scale = projection, method, length_scale
+        self.pads_in_beta = pads_in_beta
         if learn_score_scale and score_scale is None:
             raise ValueError("learn_score_scale=True needs a score_scale to start from")
         self.score_scale: torch.Tensor | None
@@ -171,7 +175,8 @@ class HrrAttention(_MultiHeadAttention):
             q, k = hrr.projection(q), hrr.projection(k)
         out, w = hrr_attention(
             q, k, v, key_padding_mask, causal=self.causal, method=self.method,
-            reduction=reduction, length_scale=self.length_scale, score_scale=self.score_scale, return_weights=True,
+            reduction=reduction, length_scale=self.length_scale, score_scale=self.score_scale,
+            pads_in_beta=self.pads_in_beta, return_weights=True,
         )  # fmt: skip
         if self.record_weights:
             self.last_weights = w

@@ -11,7 +11,7 @@ from .fourier import combine_superpositions, scores, superpose
 from .range_control import safe_exponent
 from .reduction import LOCAL, SequenceReduction
 from .validation import Method, check_attention_inputs, check_method, check_on_every_rank
-from .weights import keep_weights, position_counts, softmax_weights
+from .weights import beta_keep, keep_weights, position_counts, softmax_weights
 
 __all__ = ["attend", "hrr_attention", "hrr_attention_weights"]
 
@@ -26,17 +26,20 @@ def attend(
     reduction: SequenceReduction,
     score_scale: torch.Tensor | None = None,
     eps: float = COSINE_EPS,
+    pads_in_beta: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(w·v (B, h, T, d), w (B, h, T)) in the compute dtype; q, k, v already in it, keep (B, 1, T).
 
     ``method``: circulant (non-causal; default then) or fourier (one piece: this process's part).
-    ``score_scale``: τ (h,) or None: w = softmax(τ a)."""
+    ``score_scale``: τ (h,) or None: w = softmax(τ a). ``pads_in_beta``: padding enters β (the
+    authors' padding), and is excluded from the softmax only."""
     if method == "circulant" or (method == "auto" and not causal):
-        return CirculantHrrAttention.apply(q, k, v, keep, eps, reduction, score_scale)
+        return CirculantHrrAttention.apply(q, k, v, keep, eps, reduction, score_scale, pads_in_beta)
     exponent = safe_exponent(q.dtype, reduction.sequence_length(q.shape[-2]), q.shape[-1])
-    part, scale = superpose(k, v, keep, exponent)
+    keep_b = beta_keep(keep, pads_in_beta)
+    part, scale = superpose(k, v, keep_b, exponent)
     [beta], common = combine_superpositions([part], [scale], causal, reduction)
-    a = scores(q, k, v, keep, beta, common, causal, exponent, eps)  # (B, h, T)
+    a = scores(q, k, v, keep_b, beta, common, causal, exponent, eps)  # (B, h, T)
     [w] = softmax_weights([a], [keep], causal, reduction, score_scale)
     return w[..., None] * v, w
 
@@ -53,6 +56,7 @@ def hrr_attention(
     reduction: SequenceReduction | None = None,
     length_scale: bool = False,
     score_scale: torch.Tensor | None = None,
+    pads_in_beta: bool = False,
     return_weights: bool = False,
     check: bool = True,
 ):
@@ -78,6 +82,9 @@ def hrr_attention(
         score_scale: τ (h,), a per-head scale of the scores: w = softmax_t(τ_h a_t). The paper's
             cosine scores lie in [−1, 1], so its weights are all within e² of uniform; |τ| ≤ 40
             (clamped) lets them focus. None: the paper (τ = 1). Differentiable.
+        pads_in_beta: the authors' padding (their code, commit 8a127d1): β = Σ_t k_t ⊛ v_t over every
+            position, pads included; padding is excluded from the softmax only (their −1e9 mask),
+            so its weight and output are 0 but it changes every real output through β.
         return_weights: also return w (B, h, T) (no gradient): 0 at padding, rows sum to 1.
         check: with a group, first agree on every rank that the inputs are valid (one all-gather).
 
@@ -103,7 +110,9 @@ def hrr_attention(
     keep = keep_weights(key_padding_mask, dtype)
     if score_scale is not None and tuple(score_scale.shape) != (q.shape[1],):
         raise ValueError(f"score_scale must have shape (heads,) = ({q.shape[1]},), got {tuple(score_scale.shape)}")
-    out, w = attend(q.to(dtype), k.to(dtype), v.to(dtype), keep, causal, method, reduction, score_scale)
+    out, w = attend(
+        q.to(dtype), k.to(dtype), v.to(dtype), keep, causal, method, reduction, score_scale, pads_in_beta=pads_in_beta
+    )
     if length_scale:
         out = out * position_counts([keep], [q.shape[-2]], causal, reduction, out)[0]
     out = out.to(q.dtype)

@@ -16,7 +16,7 @@ import torch
 from .cosine import inv_norm, rowdot
 from .range_control import downscales, safe_exponent, scaled_eps2
 from .reduction import SequenceReduction
-from .weights import MAX_SCORE_SCALE, softmax_weights
+from .weights import MAX_SCORE_SCALE, beta_keep, softmax_weights
 
 __all__ = ["CirculantHrrAttention", "hankel", "wrapped_diagonal_sums"]
 
@@ -39,9 +39,10 @@ def hankel(beta: torch.Tensor) -> torch.Tensor:
 class CirculantHrrAttention(torch.autograd.Function):
     """Non-causal HRR attention weights and output by matrix multiplies, with a hand-derived backward.
 
-    ``apply(q, k, v, keep, eps, reduction, score_scale)`` → (out = w·v (B, h, T, d), w (B, h, T));
-    w has no gradient of its own (it is returned for attention maps). ``score_scale``: τ (h,) or
-    None; w = softmax(τ a) (:mod:`.weights`).
+    ``apply(q, k, v, keep, eps, reduction, score_scale, pads_in_beta)`` → (out = w·v (B, h, T, d),
+    w (B, h, T)); w has no gradient of its own (it is returned for attention maps). ``score_scale``:
+    τ (h,) or None; w = softmax(τ a) (:mod:`.weights`). ``pads_in_beta``: the m of β below is 1 at
+    every position (the authors' padding); the softmax still excludes padding.
 
     Forward:  M = (m⊙K)ᵀV, β = Σ_sequence diagsum(M), C = hankel(β), V̂ = QC,
               a = ⟨v, v̂⟩ r_v̂ r_v with r_x = (‖x‖² + ε²)^(-1/2), w = softmax(τ a), out = w v.
@@ -59,12 +60,13 @@ class CirculantHrrAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, keep, eps: float, reduction: SequenceReduction, score_scale=None):  # (B, h, T, d)
+    def forward(ctx, q, k, v, keep, eps: float, reduction: SequenceReduction, score_scale=None, pads_in_beta=False):
         exponent = safe_exponent(q.dtype, reduction.sequence_length(q.shape[-2]), q.shape[-1])
         s_q, s_k, s_v = downscales(q, k, v, exponent=exponent)  # (B, h, 1, 1)
         s_k, s_v = reduction.minimum([torch.stack([s_k, s_v])]).unbind(0)  # the whole sequence's
         v_ = v * s_v  # v' (B, h, T, d)
-        km = k * (s_k if keep is None else keep[..., None] * s_k)  # m ⊙ k' (B, h, T, d)
+        keep_b = beta_keep(keep, pads_in_beta)  # m of β: (B, 1, T) or None
+        km = k * (s_k if keep_b is None else keep_b[..., None] * s_k)  # m ⊙ k' (B, h, T, d)
         beta = reduction.total([wrapped_diagonal_sums(km.transpose(-1, -2) @ v_).contiguous()])  # s_k s_v β (B, h, d)
         del km
         circ = hankel(beta)  # C' = s_k s_v C (B, h, d, d)
@@ -75,14 +77,14 @@ class CirculantHrrAttention(torch.autograd.Function):
         del vhat
         [w] = softmax_weights([a], [keep], False, reduction, score_scale)  # (B, h, T)
         ctx.reduction = reduction
-        ctx.save_for_backward(q, k, v_, keep, circ, a, w, r_vhat, r_v, s_q, s_k, s_v, score_scale)
+        ctx.save_for_backward(q, k, v_, keep_b, circ, a, w, r_vhat, r_v, s_q, s_k, s_v, score_scale)
         ctx.mark_non_differentiable(w)
         return w[..., None] * v, w  # (B, h, T, d), (B, h, T)
 
     @staticmethod
     def backward(ctx, g_out, _g_w):
         # In the scaled variables (primes); ∂L/∂x = s_x ∂L/∂x', with each s_x folded into a small factor.
-        q, k, v_, keep, circ, a, w, r_vhat, r_v, s_q, s_k, s_v, score_scale = ctx.saved_tensors
+        q, k, v_, keep_b, circ, a, w, r_vhat, r_v, s_q, s_k, s_v, score_scale = ctx.saved_tensors
         reduction = ctx.reduction
         g_w = rowdot(g_out, v_) / s_v[..., 0]  # ⟨g, v⟩ (B, h, T)
         g_a = w * (g_w - reduction.total([(w * g_w).sum(-1, keepdim=True)]))  # g_s (B, h, T)
@@ -101,8 +103,8 @@ class CirculantHrrAttention(torch.autograd.Function):
         g_beta = reduction.total([wrapped_diagonal_sums(q.transpose(-1, -2) @ h).contiguous()])  # (B, h, d)
         g_mkv = hankel(g_beta)  # G' (B, h, d, d)
         del h
-        coef_k = s_k if keep is None else keep[..., None] * s_k  # m s_k, (B, h or 1, T or 1, 1)
+        coef_k = s_k if keep_b is None else keep_b[..., None] * s_k  # m s_k, (B, h or 1, T or 1, 1)
         g_v += (k * coef_k) @ g_mkv  # + (m⊙k') G'
         g_v.mul_(s_v).addcmul_(w[..., None], g_out)  # ∂L/∂v = s_v ∂L/∂v' + w g
         g_k = (v_ @ g_mkv.transpose(-1, -2)).mul_(coef_k)  # ∂L/∂k = s_k m ⊙ (v' G'ᵀ)
-        return g_q, g_k, g_v, None, None, None, g_scale
+        return g_q, g_k, g_v, None, None, None, g_scale, None

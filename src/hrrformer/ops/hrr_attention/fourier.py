@@ -62,7 +62,8 @@ def scores(
     eps: float,
 ) -> torch.Tensor:
     """a (B, h, T_c) against β (B, h, F, 2) at the common scales (s_k*, s_v*) (2, B, h, 1, 1). Causal:
-    β holds the pieces before this one, and the running sum inside it is added (k is needed only then)."""
+    β holds the pieces before this one, and the running sum inside it is added (k is needed only then;
+    ``keep`` weights that running sum only: the keep of β, :func:`~.weights.beta_keep`)."""
     s_q, s_v = downscales(q, v, exponent=exponent)
     qf, vf = torch.fft.rfft(q * s_q, dim=-1), torch.fft.rfft(v * s_v, dim=-1)  # (B, h, T_c, F)
     beta_f = torch.view_as_complex(beta.contiguous())[..., None, :]  # (B, h, 1, F)
