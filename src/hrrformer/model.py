@@ -5,6 +5,15 @@
 
 Padding (token ``pad_id``, 0 by default) is excluded everywhere: from β and the softmax of the
 attention, and from mean pooling, so a padded sequence gives the same logits as the unpadded one.
+``authors_padding`` is the authors' behaviour instead: pads enter β and the mean over all T
+positions and are masked in the softmax only, so the output depends on how far a batch is padded.
+
+The defaults are our network. The authors' five (docs/AUTHORS.md) differ in norm placement
+(``norm``, ``embedding_norm``, ``final_norm``, ``norm_eps``), the MLP (``mlp_activation``,
+``mlp_out_bias``), the head (``head_activation``, ``head_width``), projection biases
+(``attention_bias``), padding (``authors_padding``, ``pad_id=None``) and the CLS position
+(``cls_position``); :data:`hrrformer.tasks.AUTHORS_NETWORKS` holds each task's settings, and
+:func:`hrrformer.authors.from_flax` loads their trained weights.
 
 Initialisation, on purpose: linear layers use LeCun-normal weights (truncated normal with
 std 1/sqrt(fan_in), as Flax's default in the authors' code, which keeps activations at unit
@@ -40,9 +49,12 @@ __all__ = [
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "pos_embedding": ("learned", "sinusoidal"),
-    "norm": ("pre", "post"),
+    "norm": ("pre", "post", "pre_mlp"),
     "pooling": ("mean", "cls"),
     "attention": ("hrr", "softmax"),
+    "mlp_activation": ("gelu", "gelu_tanh", "relu"),
+    "head_activation": ("relu", "gelu", "gelu_tanh"),
+    "head_width": ("mlp_dim", "dim"),
 }
 
 
@@ -58,11 +70,13 @@ class HrrformerConfig:
     mlp_dim: int | None = None
     dropout: float = 0.1
     pos_embedding: Literal["learned", "sinusoidal"] = "learned"
-    norm: Literal["pre", "post"] = "pre"
+    #: pre: x + f(LN x); post: LN(x + f(x)); pre_mlp: x + attn(x), x + MLP(LN x) (the authors' ListOps/Path).
+    norm: Literal["pre", "post", "pre_mlp"] = "pre"
     pooling: Literal["mean", "cls"] = "mean"
     num_classes: int = 2
     attention: Literal["hrr", "softmax"] = "hrr"
-    pad_id: int = 0
+    #: The padding token (None: there is none, every position is real, e.g. the authors' raw pixels).
+    pad_id: int | None = 0
     causal: bool = False
     projection: bool = False
     #: HRR only: output n·w_t·v_t instead of w_t·v_t (n real positions; see HrrAttention).
@@ -75,6 +89,27 @@ class HrrformerConfig:
     #: Sequence chunking (HRR only): run each block over pieces of this many positions, keeping
     #: only the block's input for the backward pass (see :mod:`hrrformer.chunked`). None: off.
     chunk_size: int | None = None
+    # The authors' networks (docs/AUTHORS.md; tasks.AUTHORS_NETWORKS); the defaults are ours.
+    #: LayerNorm after the embedding dropout (the authors' ListOps and Retrieval).
+    embedding_norm: bool = False
+    #: The MLP's activation: exact GELU, its tanh approximation (Flax's nn.gelu), or ReLU.
+    mlp_activation: Literal["gelu", "gelu_tanh", "relu"] = "gelu"
+    #: Whether the MLP's second Linear has a bias (the authors' LRA MLPs have none).
+    mlp_out_bias: bool = True
+    #: The head's activation: ReLU (ours, the authors' binaries), or GELU (gelu_tanh: the authors' LRA).
+    head_activation: Literal["relu", "gelu", "gelu_tanh"] = "relu"
+    #: The head's hidden width: mlp_dim (ours) or dim (the authors' Dense(d)).
+    head_width: Literal["mlp_dim", "dim"] = "mlp_dim"
+    #: LayerNorm on the encoder's output before pooling (the authors have none).
+    final_norm: bool = True
+    #: Biases in the q, k, v and output projections (the authors' binaries network).
+    attention_bias: bool = False
+    #: ε of every LayerNorm (PyTorch's default 1e-5; Flax's, the authors', 1e-6).
+    norm_eps: float = 1e-5
+    #: The authors' padding: pads enter β and the mean pooling, masked in the softmax only (off: pad-exact).
+    authors_padding: bool = False
+    #: With a CLS token: it takes position 0, tokens 1…T (False: the authors' binaries, no position for it).
+    cls_position: bool = True
 
     def __post_init__(self) -> None:
         if self.mlp_dim is None:
@@ -86,7 +121,7 @@ class HrrformerConfig:
             raise ValueError(f"HrrformerConfig.dim ({self.dim}) must be divisible by heads ({self.heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"HrrformerConfig.dropout must be in [0, 1), got {self.dropout}")
-        if not 0 <= self.pad_id < self.vocab_size:
+        if self.pad_id is not None and not 0 <= self.pad_id < self.vocab_size:
             raise ValueError(f"HrrformerConfig.pad_id ({self.pad_id}) must be in [0, vocab_size={self.vocab_size})")
         for name, allowed in _CHOICES.items():
             if getattr(self, name) not in allowed:
@@ -94,6 +129,8 @@ class HrrformerConfig:
         for name in ("length_scale", "score_scale", "learn_score_scale"):
             if getattr(self, name) not in (None, False) and self.attention != "hrr":
                 raise ValueError(f"HrrformerConfig.{name} needs attention='hrr'")
+        if not self.norm_eps > 0:
+            raise ValueError(f"HrrformerConfig.norm_eps must be > 0, got {self.norm_eps}")
         if self.learn_score_scale and self.score_scale is None:
             raise ValueError("HrrformerConfig.learn_score_scale needs a score_scale to start from")
         if self.chunk_size is not None:
@@ -157,8 +194,22 @@ def _lecun_normal_(weight: torch.Tensor) -> None:
     nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
 
 
+def layer_norm(config: HrrformerConfig) -> nn.LayerNorm:
+    """LayerNorm over ``dim`` with the config's ε: (x − mean) / sqrt(var + ε) · γ + β, biased variance."""
+    return nn.LayerNorm(config.dim, eps=config.norm_eps)
+
+
+def activation(name: str) -> nn.Module:
+    """``gelu``: x Φ(x) (exact, erf); ``gelu_tanh``: 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³))), Flax's
+    ``nn.gelu``; ``relu``: max(x, 0)."""
+    if name == "gelu_tanh":
+        return nn.GELU(approximate="tanh")
+    return nn.GELU() if name == "gelu" else nn.ReLU()
+
+
 class EncoderBlock(nn.Module):
-    """Attention and MLP sublayers with residuals; LayerNorm before (pre) or after (post) each."""
+    """Attention and MLP sublayers with residuals; LayerNorm before (pre) or after (post) each, or
+    before the MLP only (pre_mlp)."""
 
     def __init__(self, config: HrrformerConfig) -> None:
         super().__init__()
@@ -169,21 +220,24 @@ class EncoderBlock(nn.Module):
                 "length_scale": config.length_scale,
                 "score_scale": config.score_scale,
                 "learn_score_scale": config.learn_score_scale,
+                "pads_in_beta": config.authors_padding,
             }
             if config.attention == "hrr"
             else {}
         )
         # Dropout where the authors put it: on the embeddings and on each sublayer's output (not
         # inside the attention or the MLP); on CPUs each dropout mask costs as much as a matmul.
-        self.attn = attention_cls(config.dim, config.heads, causal=config.causal, **kwargs)
-        self.norm1, self.norm2 = nn.LayerNorm(config.dim), nn.LayerNorm(config.dim)
+        self.attn = attention_cls(config.dim, config.heads, bias=config.attention_bias, causal=config.causal, **kwargs)
+        # pre_mlp: no norm before the attention (norm1 is the identity), pre-norm before the MLP
+        self.norm1 = nn.Identity() if config.norm == "pre_mlp" else layer_norm(config)
+        self.norm2 = layer_norm(config)
         self.mlp = nn.Sequential(
             nn.Linear(config.dim, config.mlp_dim),
-            nn.GELU(),
-            nn.Linear(config.mlp_dim, config.dim),
+            activation(config.mlp_activation),
+            nn.Linear(config.mlp_dim, config.dim, bias=config.mlp_out_bias),
         )
         self.drop = Dropout(config.dropout)
-        self.pre_norm = config.norm == "pre"
+        self.pre_norm = config.norm in ("pre", "pre_mlp")
         self.chunk_size = config.chunk_size
 
     def forward(
@@ -287,12 +341,14 @@ class HrrformerEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.dim)
-        n_positions = config.max_len + (config.pooling == "cls")
+        self.cls_shift = int(config.pooling == "cls" and config.cls_position)  # positions taken by CLS
+        n_positions = config.max_len + self.cls_shift
         self.position_embedding = nn.Embedding(n_positions, config.dim) if config.pos_embedding == "learned" else None
         self.cls = nn.Parameter(torch.zeros(1, 1, config.dim)) if config.pooling == "cls" else None
         self.drop = Dropout(config.dropout)
+        self.embedding_norm = layer_norm(config) if config.embedding_norm else None
         self.blocks = nn.ModuleList(EncoderBlock(config) for _ in range(config.layers))
-        self.final_norm = nn.LayerNorm(config.dim)
+        self.final_norm = layer_norm(config) if config.final_norm else nn.Identity()
 
     def check_tokens(
         self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None, check_length: bool = True
@@ -326,7 +382,7 @@ class HrrformerEncoder(nn.Module):
         try:
             self.check_tokens(tokens, key_padding_mask, check_length=not reduction.parallel)
             b, t = tokens.shape
-            mask = tokens == c.pad_id if key_padding_mask is None else key_padding_mask
+            mask = self.default_mask(tokens) if key_padding_mask is None else key_padding_mask
         except ValueError as err:
             error = str(err)
         if not reduction.parallel:
@@ -353,19 +409,30 @@ class HrrformerEncoder(nn.Module):
             raise ValueError(f"the sequence has real tokens up to length {length} > max_len={c.max_len}")
         return mask
 
+    def default_mask(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The padding mask (B, T), True = padding: ``tokens == pad_id`` (all False without a pad_id)."""
+        pad_id = self.config.pad_id
+        return torch.zeros_like(tokens, dtype=torch.bool) if pad_id is None else tokens == pad_id
+
     def embed(
         self, tokens: torch.Tensor, key_padding_mask: torch.Tensor, rank: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens (B, T) → x (B, T', D) and its padding mask (B, T'): T' = T + 1 where the CLS
         token is prepended (rank 0 of a sequence-parallel group, or one process); the positions
-        are global (rank r's chunk starts at r·T, after the CLS token)."""
+        are global (rank r's chunk starts at r·T, after the CLS token if it takes position 0).
+
+        x = dropout(E_tok[tokens] + P[positions]), then LayerNorm with ``embedding_norm``; the CLS
+        row is the CLS vector (+ P[0] with ``cls_position``), never padding."""
         x = self.token_embedding(tokens)  # (B, T, D)
-        start = rank * tokens.shape[1] + (self.cls is not None)  # global position of the first token
+        x = x + self.positions(rank * tokens.shape[1] + self.cls_shift, tokens.shape[1], x)
         if self.cls is not None and rank == 0:
-            x = torch.cat([self.cls.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)  # (B, 1 + T, D)
+            cls = self.cls.expand(x.shape[0], -1, -1).to(x.dtype)  # (B, 1, D)
+            if self.cls_shift:
+                cls = cls + self.positions(0, 1, x)
+            x = torch.cat([cls, x], dim=1)  # (B, 1 + T, D)
             key_padding_mask = torch.cat([key_padding_mask.new_zeros(x.shape[0], 1), key_padding_mask], dim=1)
-            start = 0
-        return self.drop(x + self.positions(start, x.shape[1], x)), key_padding_mask
+        x = self.drop(x)
+        return (x if self.embedding_norm is None else self.embedding_norm(x)), key_padding_mask
 
     def positions(self, start: int, length: int, like: torch.Tensor) -> torch.Tensor:
         """Position embeddings of global positions [start, start + length) → (length, D)."""
@@ -389,7 +456,8 @@ class HrrformerEncoder(nn.Module):
             # Rank 0's first row is the CLS token; the other ranks pass their first row only so that
             # their backward (and its collectives) runs through their chunk, with a zero gradient.
             return broadcast(self.final_norm(x[:, 0]), reduction.group, src=0)  # (B, D)
-        return masked_mean(self.final_norm(x), ~mask, reduction)  # (B, D)
+        keep = torch.ones_like(mask) if self.config.authors_padding else ~mask  # authors: mean over all T
+        return masked_mean(self.final_norm(x), keep, reduction)  # (B, D)
 
     def _cls_only(self, index: int) -> bool:
         """Whether block ``index`` need only output position 0: the last block under CLS pooling."""
@@ -404,8 +472,11 @@ class HrrformerEncoder(nn.Module):
 
 
 def _classifier_head(in_dim: int, config: HrrformerConfig) -> nn.Sequential:
-    """LRA's head: Linear → ReLU → Linear to the classes."""
-    return nn.Sequential(nn.Linear(in_dim, config.mlp_dim), nn.ReLU(), nn.Linear(config.mlp_dim, config.num_classes))
+    """LRA's head: Linear(in, H) → activation → Linear(H, classes), H = ``mlp_dim`` or ``dim`` (``head_width``)."""
+    hidden = config.dim if config.head_width == "dim" else config.mlp_dim
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden), activation(config.head_activation), nn.Linear(hidden, config.num_classes)
+    )
 
 
 def init_weights(model: nn.Module) -> None:
