@@ -44,6 +44,19 @@ CASES = {
     "one_head_odd_dim": dict(dim=7, heads=1, mlp_dim=5),
     "length_scale": dict(length_scale=True),
     "causal_length_scale_cls": dict(pooling="cls", causal=True, length_scale=True),
+    "authors_listops": dict(
+        authors_padding=True,
+        norm="pre_mlp",
+        embedding_norm=True,
+        final_norm=False,
+        mlp_out_bias=False,
+        mlp_activation="gelu_tanh",
+        head_activation="gelu_tanh",
+        head_width="dim",
+        norm_eps=1e-6,
+    ),
+    "authors_binaries": dict(pooling="cls", cls_position=False, attention_bias=True, authors_padding=True),
+    "authors_padding_causal": dict(authors_padding=True, causal=True),
 }
 
 

@@ -157,9 +157,12 @@ class HrrformerConfig:
 def sinusoidal_positions(length: int, dim: int, device: torch.device | None = None, offset: int = 0) -> torch.Tensor:
     """(length, dim): PE[p, 2i] = sin(p / 10000^(2i/dim)), PE[p, 2i+1] = cos(...) for p = offset … offset + length − 1.
 
-    Made on demand (``offset``: a sequence-parallel rank's first global position)."""
-    pos = torch.arange(offset, offset + length, device=device, dtype=torch.float32)[:, None]  # (T, 1)
-    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    Made on demand (``offset``: a sequence-parallel rank's first global position). The angles are
+    computed in float64 and the table returned in float32, as the authors' numpy table: in float32
+    the angle p · 10000^(−2i/dim) is off by up to ~p · 6e-8, 2.3e-4 in PE at p = 4,000."""
+    f64 = torch.float64
+    pos = torch.arange(offset, offset + length, device=device, dtype=f64)[:, None]  # (T, 1)
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=f64) * (-math.log(10000.0) / dim))
     pe = torch.zeros(length, dim, device=device)
     pe[:, 0::2] = torch.sin(pos * freq)
     pe[:, 1::2] = torch.cos(pos * freq[: dim // 2])

@@ -1,7 +1,8 @@
 """Train an Hrrformer (or its softmax twin) on a task: ``hrrformer train``.
 
 Adam with the authors' exponential decay (lr · 0.9^(step / steps per epoch), floored at 1e-5),
-label smoothing 0.1, dropout 0.1, gradient clipping at norm 1. Model, optimiser, scheduler and
+label smoothing 0.1, dropout 0.1, gradient clipping at norm 1 (the ``paper`` presets: each task's
+decay rate, no clipping; :mod:`hrrformer.tasks`). Model, optimiser, scheduler and
 RNG states are checkpointed every epoch (and every ``--save-every`` steps), atomically;
 ``--resume`` continues exactly where the last checkpoint left off. Under ``torchrun`` the same
 code trains with DistributedDataParallel; rank 0 alone writes logs and checkpoints.
@@ -726,7 +727,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-bad", action="store_true", help="skip and count bad inputs instead of stopping")
     parser.add_argument("--pooling", choices=["mean", "cls"])
     parser.add_argument("--pos-embedding", choices=["learned", "sinusoidal"])
-    parser.add_argument("--norm", choices=["pre", "post"])
+    parser.add_argument("--norm", choices=["pre", "post", "pre_mlp"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--amp", choices=["none", "bf16"], default="none")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -814,6 +815,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         "activation_checkpointing": args.activation_checkpointing,
         "chunk_size": args.chunk_size,
         "length_scale": args.length_scale,
+        **dict(preset.model_options),
     }
     HrrformerConfig(**model)  # validate shapes early, before any data is read
     if args.sequence_parallel != 1:
@@ -827,6 +829,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         batch_size=preset.batch_size,
         epochs=preset.epochs,
         lr=preset.lr,
+        lr_decay=preset.lr_decay,
+        grad_clip=preset.grad_clip,
+        label_smoothing=preset.label_smoothing,
         limit=preset.limit,
         skip_bad=args.skip_bad,
         seed=args.seed,
