@@ -44,6 +44,8 @@ CASES = {
     "one_head_odd_dim": dict(dim=7, heads=1, mlp_dim=5),
     "length_scale": dict(length_scale=True),
     "causal_length_scale_cls": dict(pooling="cls", causal=True, length_scale=True),
+    "score_scale_retrieved": dict(score_scale=5.0, learn_score_scale=True, hrr_output="retrieved"),
+    "causal_retrieved_cls": dict(pooling="cls", causal=True, hrr_output="retrieved", score_scale=3.0),
     "authors_listops": dict(
         authors_padding=True,
         norm="pre_mlp",
@@ -57,6 +59,7 @@ CASES = {
     ),
     "authors_binaries": dict(pooling="cls", cls_position=False, attention_bias=True, authors_padding=True),
     "authors_padding_causal": dict(authors_padding=True, causal=True),
+    "authors_retrieved_causal": dict(authors_padding=True, causal=True, hrr_output="retrieved"),
 }
 
 

@@ -213,6 +213,12 @@ SCENARIOS = {
     ),
     "model_cls_chunked": lambda r, w: _check_model(r, w, pooling="cls", chunk_size=2),
     "model_length_scale": lambda r, w: _check_model(r, w, pooling="mean", length_scale=True),
+    "model_variants": lambda r, w: _check_model(
+        r, w, pooling="cls", score_scale=4.0, learn_score_scale=True, hrr_output="retrieved"
+    ),
+    "model_causal_variants_chunked": lambda r, w: _check_model(
+        r, w, pooling="mean", causal=True, score_scale=4.0, hrr_output="retrieved", chunk_size=2
+    ),
     "model_causal_length_scale_chunked": lambda r, w: _check_model(
         r, w, pooling="cls", causal=True, length_scale=True, chunk_size=2
     ),

@@ -224,3 +224,17 @@ def test_length_scale_flag_reaches_the_run_config_and_the_model():
     assert scaled.model["length_scale"] is True and plain.model["length_scale"] is False
     assert build_model(scaled).encoder.blocks[0].attn.length_scale
     assert not build_model(plain).encoder.blocks[0].attn.length_scale
+
+
+def test_a_generated_flag_round_trips_through_config_json_and_resume(listops_dir, tmp_path, capsys):
+    """Flags generated from the config fields (here a model and a training option that had no
+    hand-written flag) reach config.json; --resume accepts the same values and refuses others."""
+    run = tmp_path / "run"
+    assert main(train_args(listops_dir, run, "--epochs", "1", "--projection", "--lr-decay", "0.5")) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["projection"] is True and config["lr_decay"] == 0.5
+    assert main(train_args(listops_dir, run, "--epochs", "2", "--projection", "--lr-decay", "0.5", "--resume")) == 0
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 2
+    capsys.readouterr()
+    assert main(train_args(listops_dir, run, "--epochs", "3", "--lr-decay", "0.5", "--resume")) == 1
+    assert "'projection': True" in capsys.readouterr().err

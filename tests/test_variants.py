@@ -1,5 +1,5 @@
-"""Attention variants of the kernel (score scale; the authors' padding, pads in β), held to the same standard as
-the paper's form:
+"""Attention variants of the kernel (score scale, retrieved output, the authors' padding: pads in β), held to the
+same standard as the paper's form:
 the plain reference (< 1e-9, float64), gradcheck, padding invariance, causality; chunked and
 sequence-parallel equality are in tests/test_chunked.py and tests/test_parallel.py."""
 
@@ -14,6 +14,54 @@ from test_attention import random_padding, random_qkv
 
 FORMS = [(False, "circulant"), (False, "fourier"), (True, "fourier")]
 TAUS = torch.tensor([0.5, 7.0, -3.0], dtype=torch.float64)  # per head; a negative scale too
+RETRIEVED_FORMS = [(False, "auto"), (False, "fourier"), (True, "auto")]
+
+
+@pytest.mark.parametrize("causal,method", RETRIEVED_FORMS)
+@pytest.mark.parametrize("shape", [(3, 3, 17, 7), (2, 3, 33, 16), (3, 3, 1, 4)])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_retrieved_output_equals_reference(causal, method, shape, scaled):
+    q, k, v = random_qkv(*shape)
+    mask = random_padding(shape[0], shape[2], seed=2)
+    tau = TAUS[: shape[1]] if scaled else None
+    fast = hrr_attention(q, k, v, mask, causal=causal, method=method, score_scale=tau, output="retrieved")
+    ref = hrr_attention_reference(q, k, v, mask, causal=causal, score_scale=tau, output="retrieved")
+    assert (fast - ref).abs().max().item() < 1e-9
+    assert (fast - hrr_attention(q, k, v, mask, causal=causal, score_scale=tau)).abs().max().item() > 1e-3
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_retrieved_output_gradcheck_padding_and_causality(causal):
+    q, k, v = random_qkv(3, 2, 6, 5, requires_grad=True, seed=4)
+    mask = random_padding(3, 6, seed=3)
+    assert torch.autograd.gradcheck(lambda a, b, c: hrr_attention(a, b, c, mask, causal, output="retrieved"), (q, k, v))
+    q, k, v = (x.detach() for x in (q, k, v))
+    extra = random_qkv(3, 2, 4, 5, seed=9)
+    padded = [torch.cat([x, e], dim=2) for x, e in zip((q, k, v), extra)]
+    pad = torch.zeros(3, 10, dtype=torch.bool)
+    pad[:, 6:] = True
+    torch.testing.assert_close(
+        hrr_attention(*padded, pad, causal, output="retrieved")[:, :, :6],
+        hrr_attention(q, k, v, None, causal, output="retrieved"),
+    )
+    if causal:  # the future changes no past output
+        changed = [x.clone() for x in (q, k, v)]
+        for x in changed:
+            x[:, :, 4:] = torch.randn_like(x[:, :, 4:])
+        torch.testing.assert_close(
+            hrr_attention(*changed, None, True, output="retrieved")[:, :, :4],
+            hrr_attention(q, k, v, None, True, output="retrieved")[:, :, :4],
+        )
+
+
+def test_retrieved_output_is_refused_by_the_circulant_form_and_checked():
+    q, k, v = random_qkv(1, 1, 4, 4)
+    with pytest.raises(ValueError, match="Fourier form"):
+        hrr_attention(q, k, v, method="circulant", output="retrieved")
+    with pytest.raises(ValueError, match="output must be one of"):
+        hrr_attention(q, k, v, output="nope")
+    with pytest.raises(ValueError, match="Fourier form"):
+        HrrAttention(8, 2, method="circulant", output="retrieved")
 
 
 @pytest.mark.parametrize("causal,method", FORMS)

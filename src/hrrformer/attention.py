@@ -25,7 +25,7 @@ from .ops.hrr_attention import (
     hrr_attention_reference,
     hrr_attention_weights,
 )
-from .ops.hrr_attention.validation import check_attention_inputs
+from .ops.hrr_attention.validation import Output, check_attention_inputs, check_method
 
 __all__ = [
     "COSINE_EPS",
@@ -135,6 +135,9 @@ class HrrAttention(_MultiHeadAttention):
     parameter with ``learn_score_scale=True`` (a buffer otherwise); |τ| is clamped at 40. The
     paper's cosine scores lie in [−1, 1], so without it every weight is within e² of uniform.
     None (default): the paper's formula.
+    ``output="retrieved"``: position t outputs w_t ‖v_t‖ v̂_t / ‖v̂_t‖, the direction of what its
+    query unbinds from β (content from the whole sequence), instead of the paper's w_t v_t (its own
+    value times one scalar). Computed by the Fourier form.
     ``pads_in_beta=True``: the authors' padding, pads bound into β and masked in the softmax only
     (see :func:`~hrrformer.ops.hrr_attention.hrr_attention`).
     Dropout is applied to the merged heads before the output projection.
@@ -152,11 +155,13 @@ class HrrAttention(_MultiHeadAttention):
         length_scale: bool = False,
         score_scale: float | None = None,
         learn_score_scale: bool = False,
+        output: Output = "value",
         pads_in_beta: bool = False,
     ) -> None:
         super().__init__(embed_dim, num_heads, bias=bias, dropout=dropout, causal=causal)
-        self.projection, self.method, self.length_scale = projection, method, length_scale
+        self.projection, self.method, self.length_scale, self.output = projection, method, length_scale, output
         self.pads_in_beta = pads_in_beta
+        check_method(method, causal, output)
         if learn_score_scale and score_scale is None:
             raise ValueError("learn_score_scale=True needs a score_scale to start from")
         self.score_scale: torch.Tensor | None
@@ -175,7 +180,7 @@ class HrrAttention(_MultiHeadAttention):
             q, k = hrr.projection(q), hrr.projection(k)
         out, w = hrr_attention(
             q, k, v, key_padding_mask, causal=self.causal, method=self.method,
-            reduction=reduction, length_scale=self.length_scale, score_scale=self.score_scale,
+            reduction=reduction, length_scale=self.length_scale, score_scale=self.score_scale, output=self.output,
             pads_in_beta=self.pads_in_beta, return_weights=True,
         )  # fmt: skip
         if self.record_weights:

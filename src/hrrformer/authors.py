@@ -107,7 +107,7 @@ def authors_config(task: str, params: Params, heads: int | None = None, max_len:
     """
     if task not in AUTHORS_TASKS:
         raise ValueError(f"from_flax: unknown task {task!r}; one of {', '.join(AUTHORS_TASKS)}")
-    lay, paper = _LAYOUTS[task], get_preset(task, "paper")
+    lay, paper = _LAYOUTS[task], get_preset(task, "paper").options
     vocab_size, dim = _array(params, f"{lay.embedding}/Embed_0/embedding").shape
     table = f"{lay.embedding}/Embed_1/embedding"
     if table in params:
@@ -127,8 +127,8 @@ def authors_config(task: str, params: Params, heads: int | None = None, max_len:
         **AUTHORS_NETWORKS[task],
         vocab_size=int(vocab_size),
         dim=int(dim),
-        max_len=int(max_len or paper.max_len),
-        heads=int(heads or paper.heads),
+        max_len=int(max_len or paper["max_len"]),
+        heads=int(heads or paper["heads"]),
         layers=layers,
         mlp_dim=int(mlp_dim),
         num_classes=int(_array(params, "Dense_1/kernel").shape[1]),

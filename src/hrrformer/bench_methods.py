@@ -36,6 +36,7 @@ from torch import nn
 
 from .attention import hrr_attention
 from .model import Hrrformer, HrrformerConfig
+from .options import pick
 from .tasks import get_preset
 
 __all__ = [
@@ -261,12 +262,10 @@ def model_config_for(task: str) -> tuple[HrrformerConfig, int, int]:
     if task not in names:
         raise ValueError(f"unknown --model task {task!r}; known: {sorted(names)}")
     task_name, preset_name, vocab_size, num_classes = names[task]
-    p = get_preset(task_name, preset_name)
-    config = HrrformerConfig(
-        vocab_size=vocab_size, max_len=p.max_len, dim=p.dim, heads=p.heads, layers=1, mlp_dim=p.mlp_dim,
-        pooling=p.pooling, pos_embedding=p.pos_embedding, num_classes=num_classes,
-    )  # fmt: skip
-    return config, p.batch_size, p.max_len
+    options = get_preset(task_name, preset_name).options
+    model = {**pick(HrrformerConfig, options), "layers": 1, "vocab_size": vocab_size, "num_classes": num_classes}
+    config = HrrformerConfig(**model)
+    return config, options["batch_size"], config.max_len
 
 
 class _ModelWorkload(_Workload):

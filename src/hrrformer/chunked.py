@@ -32,7 +32,7 @@ from torch.utils.checkpoint import checkpoint
 from . import hrr
 from .attention import HrrAttention
 from .ops.hrr_attention import COSINE_EPS, LOCAL, SequenceReduction
-from .ops.hrr_attention.fourier import combine_superpositions, scores, superpose
+from .ops.hrr_attention.fourier import combine_superpositions, retrieved_values, scores, superpose
 from .ops.hrr_attention.range_control import safe_exponent
 from .ops.hrr_attention.weights import beta_keep, keep_weights, position_counts, softmax_weights
 
@@ -67,20 +67,37 @@ class _Passes:
         k, v = _project(self.attn, self.block.attention_input(x), "kv")
         return superpose(k, v, keep, self.exponent)
 
+    def _unbinding_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """q, k (causal only: for the running sum inside the chunk; else None) and v of a chunk."""
+        if self.causal:
+            q, k, v = _project(self.attn, self.block.attention_input(x), "qkv")
+            return q, k, v
+        q, v = _project(self.attn, self.block.attention_input(x), "qv")
+        return q, None, v
+
     def scores(
         self, x: torch.Tensor, keep: torch.Tensor | None, beta: torch.Tensor, common: torch.Tensor
     ) -> torch.Tensor:
         """Pass 2: a (B, h, T_c) against β (the whole sequence's, or causal: the chunks before)."""
-        if self.causal:
-            q, k, v = _project(self.attn, self.block.attention_input(x), "qkv")
-        else:
-            (q, v), k = _project(self.attn, self.block.attention_input(x), "qv"), None
+        q, k, v = self._unbinding_heads(x)
         return scores(q, k, v, keep, beta, common, self.causal, self.exponent, COSINE_EPS)
 
-    def finish(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Pass 3: the attention output w_t v_t, output projection and the rest of the block."""
+    def finish(
+        self,
+        x: torch.Tensor,
+        weights: torch.Tensor,
+        keep: torch.Tensor | None,
+        beta: torch.Tensor,
+        common: torch.Tensor,
+    ) -> torch.Tensor:
+        """Pass 3: the attention output (w_t v_t, or the retrieved w_t ‖v_t‖ v̂_t/‖v̂_t‖), output
+        projection and the rest of the block."""
         b, t, e = x.shape
-        [v] = _project(self.attn, self.block.attention_input(x), "v")  # (B, h, T_c, d)
+        if self.attn.output == "retrieved":
+            q, k, v = self._unbinding_heads(x)
+            v = retrieved_values(q, k, v, keep, beta, common, self.causal, self.exponent, COSINE_EPS)
+        else:
+            [v] = _project(self.attn, self.block.attention_input(x), "v")  # (B, h, T_c, d)
         y = (weights[..., None] * v).to(x.dtype).transpose(1, 2).reshape(b, t, e)  # (B, T_c, E)
         return self.block.after_attention(x, self.attn.out_proj(self.attn.dropout(y)))
 
@@ -128,5 +145,9 @@ def chunked_block_forward(
         weights = [w * n[..., 0] for w, n in zip(weights, counts, strict=True)]
 
     if first_only:
-        return _run(passes.finish, xs[0][:, :1], weights[0][..., :1])  # (B, 1, D)
-    return torch.cat([_run(passes.finish, xc, w) for xc, w in zip(xs, weights, strict=True)], dim=1)
+        x0, k0 = xs[0][:, :1], None if beta_keeps[0] is None else beta_keeps[0][..., :1]
+        return _run(passes.finish, x0, weights[0][..., :1], k0, betas[0], common)  # (B, 1, D)
+    finished = [
+        _run(passes.finish, xc, w, kc, bc, common) for xc, w, kc, bc in zip(xs, weights, beta_keeps, betas, strict=True)
+    ]
+    return torch.cat(finished, dim=1)

@@ -25,8 +25,7 @@ LayerNorm (1, 0).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,6 +34,7 @@ from torch.utils.checkpoint import checkpoint
 from .attention import HrrAttention, SoftmaxAttention
 from .chunked import chunked_block_forward
 from .collectives import broadcast, gather_ints
+from .config import HrrformerConfig
 from .ops.hrr_attention import SequenceReduction
 
 __all__ = [
@@ -46,112 +46,6 @@ __all__ = [
     "ShardedPositionEmbedding",
     "masked_mean",
 ]
-
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "pos_embedding": ("learned", "sinusoidal"),
-    "norm": ("pre", "post", "pre_mlp"),
-    "pooling": ("mean", "cls"),
-    "attention": ("hrr", "softmax"),
-    "mlp_activation": ("gelu", "gelu_tanh", "relu"),
-    "head_activation": ("relu", "gelu", "gelu_tanh"),
-    "head_width": ("mlp_dim", "dim"),
-}
-
-
-@dataclass
-class HrrformerConfig:
-    """Everything that defines an Hrrformer's shape. ``mlp_dim`` defaults to 2 × ``dim``."""
-
-    vocab_size: int = 256
-    max_len: int = 1024
-    dim: int = 128
-    heads: int = 4
-    layers: int = 1
-    mlp_dim: int | None = None
-    dropout: float = 0.1
-    pos_embedding: Literal["learned", "sinusoidal"] = "learned"
-    #: pre: x + f(LN x); post: LN(x + f(x)); pre_mlp: x + attn(x), x + MLP(LN x) (the authors' ListOps/Path).
-    norm: Literal["pre", "post", "pre_mlp"] = "pre"
-    pooling: Literal["mean", "cls"] = "mean"
-    num_classes: int = 2
-    attention: Literal["hrr", "softmax"] = "hrr"
-    #: The padding token (None: there is none, every position is real, e.g. the authors' raw pixels).
-    pad_id: int | None = 0
-    causal: bool = False
-    projection: bool = False
-    #: HRR only: output n·w_t·v_t instead of w_t·v_t (n real positions; see HrrAttention).
-    length_scale: bool = False
-    #: HRR only: w = softmax(τ_h · a) per head, τ starting here (None: the paper, τ = 1).
-    score_scale: float | None = None
-    #: HRR only: learn τ (needs score_scale).
-    learn_score_scale: bool = False
-    activation_checkpointing: bool = False
-    #: Sequence chunking (HRR only): run each block over pieces of this many positions, keeping
-    #: only the block's input for the backward pass (see :mod:`hrrformer.chunked`). None: off.
-    chunk_size: int | None = None
-    # The authors' networks (docs/AUTHORS.md; tasks.AUTHORS_NETWORKS); the defaults are ours.
-    #: LayerNorm after the embedding dropout (the authors' ListOps and Retrieval).
-    embedding_norm: bool = False
-    #: The MLP's activation: exact GELU, its tanh approximation (Flax's nn.gelu), or ReLU.
-    mlp_activation: Literal["gelu", "gelu_tanh", "relu"] = "gelu"
-    #: Whether the MLP's second Linear has a bias (the authors' LRA MLPs have none).
-    mlp_out_bias: bool = True
-    #: The head's activation: ReLU (ours, the authors' binaries), or GELU (gelu_tanh: the authors' LRA).
-    head_activation: Literal["relu", "gelu", "gelu_tanh"] = "relu"
-    #: The head's hidden width: mlp_dim (ours) or dim (the authors' Dense(d)).
-    head_width: Literal["mlp_dim", "dim"] = "mlp_dim"
-    #: LayerNorm on the encoder's output before pooling (the authors have none).
-    final_norm: bool = True
-    #: Biases in the q, k, v and output projections (the authors' binaries network).
-    attention_bias: bool = False
-    #: ε of every LayerNorm (PyTorch's default 1e-5; Flax's, the authors', 1e-6).
-    norm_eps: float = 1e-5
-    #: The authors' padding: pads enter β and the mean pooling, masked in the softmax only (off: pad-exact).
-    authors_padding: bool = False
-    #: With a CLS token: it takes position 0, tokens 1…T (False: the authors' binaries, no position for it).
-    cls_position: bool = True
-
-    def __post_init__(self) -> None:
-        if self.mlp_dim is None:
-            self.mlp_dim = 2 * self.dim
-        for name in ("vocab_size", "max_len", "dim", "heads", "layers", "mlp_dim", "num_classes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"HrrformerConfig.{name} must be ≥ 1, got {getattr(self, name)}")
-        if self.dim % self.heads:
-            raise ValueError(f"HrrformerConfig.dim ({self.dim}) must be divisible by heads ({self.heads})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"HrrformerConfig.dropout must be in [0, 1), got {self.dropout}")
-        if self.pad_id is not None and not 0 <= self.pad_id < self.vocab_size:
-            raise ValueError(f"HrrformerConfig.pad_id ({self.pad_id}) must be in [0, vocab_size={self.vocab_size})")
-        for name, allowed in _CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"HrrformerConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("length_scale", "score_scale", "learn_score_scale"):
-            if getattr(self, name) not in (None, False) and self.attention != "hrr":
-                raise ValueError(f"HrrformerConfig.{name} needs attention='hrr'")
-        if not self.norm_eps > 0:
-            raise ValueError(f"HrrformerConfig.norm_eps must be > 0, got {self.norm_eps}")
-        if self.learn_score_scale and self.score_scale is None:
-            raise ValueError("HrrformerConfig.learn_score_scale needs a score_scale to start from")
-        if self.chunk_size is not None:
-            if self.chunk_size < 1:
-                raise ValueError(f"HrrformerConfig.chunk_size must be ≥ 1 or None, got {self.chunk_size}")
-            if self.attention != "hrr":
-                raise ValueError(
-                    "HrrformerConfig.chunk_size needs attention='hrr': softmax attention couples every pair "
-                    "of positions, so a chunk cannot be computed from a small summary of the others"
-                )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> HrrformerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown HrrformerConfig keys: {unknown}")
-        return cls(**values)
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device | None = None, offset: int = 0) -> torch.Tensor:
@@ -223,6 +117,7 @@ class EncoderBlock(nn.Module):
                 "length_scale": config.length_scale,
                 "score_scale": config.score_scale,
                 "learn_score_scale": config.learn_score_scale,
+                "output": config.hrr_output,
                 "pads_in_beta": config.authors_padding,
             }
             if config.attention == "hrr"

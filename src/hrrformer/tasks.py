@@ -15,12 +15,14 @@ Three presets per task:
 * ``cpu``: sized for a 2-core machine, with a 60-minute training budget (``max_minutes``).
 * ``demo``: a run of at most 5 minutes on that machine (4 minutes of training, then evaluation).
 
-Explicit command-line flags override any preset field.
+A preset sets some options (the paper's 20 epochs, say); the others keep their defaults, and
+explicit command-line flags override both.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["AUTHORS_NETWORKS", "PRESET_NAMES", "TASKS", "Preset", "TaskSpec", "get_preset", "get_task"]
@@ -28,35 +30,13 @@ __all__ = ["AUTHORS_NETWORKS", "PRESET_NAMES", "TASKS", "Preset", "TaskSpec", "g
 
 @dataclass(frozen=True)
 class Preset:
-    """Model shape and training budget. ``limit`` caps examples per split (None = all)."""
+    """A preset: ``options``, a partial dict of model and training options (fields of
+    :class:`hrrformer.config.HrrformerConfig` and :class:`hrrformer.train.TrainConfig`, which
+    hold their defaults and help), and for generated tasks ``generate``, how many examples
+    (train, val, test) to generate when --data is omitted."""
 
-    max_len: int
-    dim: int
-    heads: int
-    layers: int
-    mlp_dim: int
-    batch_size: int
-    epochs: int = 20
-    lr: float = 1e-3
-    pos_embedding: str = "learned"
-    pooling: str = "mean"
-    norm: str = "pre"
-    dropout: float = 0.1
-    limit: int | None = None
-    #: Training time budget in minutes (None: run all epochs).
-    max_minutes: float | None = None
-    #: For generated tasks: how many examples to generate (train, val, test) when --data is omitted.
+    options: Mapping[str, Any]
     generate: tuple[int, int, int] | None = None
-    #: Further HrrformerConfig fields as (name, value) pairs (``paper``: the authors' network).
-    model_options: tuple[tuple[str, Any], ...] = ()
-    #: lr decay per epoch, applied continuously per step by train.py.
-    lr_decay: float = 0.9
-    #: Gradient-norm clipping threshold (0: none, as the authors).
-    grad_clip: float = 1.0
-    label_smoothing: float = 0.1
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -95,14 +75,11 @@ AUTHORS_NETWORKS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
-def _paper(network: str, lr_decay: float, label_smoothing: float = 0.1, **sizes: Any) -> Preset:
-    """The authors' ``network`` (:data:`AUTHORS_NETWORKS`) at ``sizes``, their decay, no clipping."""
-    options = dict(AUTHORS_NETWORKS[network])
-    own = {name: options.pop(name) for name in ("norm", "pos_embedding", "pooling")}  # Preset fields
-    return Preset(
-        **sizes, **own, model_options=tuple(options.items()), lr_decay=lr_decay, grad_clip=0.0,
-        label_smoothing=label_smoothing,
-    )  # fmt: skip
+def _paper(network: str, lr_decay: float, label_smoothing: float = 0.1, **sizes: Any) -> dict[str, Any]:
+    """The options of a ``paper`` preset: the authors' ``network`` (:data:`AUTHORS_NETWORKS`) at
+    ``sizes``, 20 epochs, their lr decay rate, no gradient clipping."""
+    training = dict(epochs=20, lr_decay=lr_decay, grad_clip=0.0, label_smoothing=label_smoothing)
+    return {**AUTHORS_NETWORKS[network], **sizes, **training}
 
 
 _LISTOPS_STANDARD = (96_000, 2_000, 2_000)
@@ -114,37 +91,16 @@ TASKS: dict[str, TaskSpec] = {
         generator="listops",
         description="ListOps-1000: nested MIN/MAX/MED/SM over digits, 10 classes",
         presets={
-            "paper": _paper(
-                "listops",
-                0.9,
-                max_len=2000,
-                dim=512,
-                heads=8,
-                layers=6,
-                mlp_dim=256,
-                batch_size=2,
+            "paper": Preset(
+                _paper("listops", 0.9, max_len=2000, dim=512, heads=8, layers=6, mlp_dim=256, batch_size=2),
                 generate=_LISTOPS_STANDARD,
             ),
             "cpu": Preset(
-                max_minutes=60,
-                max_len=2000,
-                dim=128,
-                heads=4,
-                layers=1,
-                mlp_dim=256,
-                batch_size=32,
-                epochs=3,
+                dict(max_minutes=60, max_len=2000, dim=128, heads=4, layers=1, mlp_dim=256, batch_size=32, epochs=3),
                 generate=_LISTOPS_STANDARD,
             ),
             "demo": Preset(
-                max_minutes=4,
-                max_len=2000,
-                dim=64,
-                heads=4,
-                layers=1,
-                mlp_dim=128,
-                batch_size=32,
-                epochs=2,
+                dict(max_minutes=4, max_len=2000, dim=64, heads=4, layers=1, mlp_dim=128, batch_size=32, epochs=2),
                 generate=(6_000, 500, 500),
             ),
         },
@@ -154,28 +110,32 @@ TASKS: dict[str, TaskSpec] = {
         data_task="text",
         description="IMDB sentiment from UTF-8 bytes (LRA Text), 2 classes",
         presets={
-            "paper": _paper("text", 0.9, max_len=4000, dim=512, heads=8, layers=6, mlp_dim=1024, batch_size=2),
+            "paper": Preset(_paper("text", 0.9, max_len=4000, dim=512, heads=8, layers=6, mlp_dim=1024, batch_size=2)),
             "cpu": Preset(
-                max_minutes=60,
-                max_len=4000,
-                dim=64,
-                heads=4,
-                layers=1,
-                mlp_dim=128,
-                batch_size=32,
-                epochs=5,
-                pos_embedding="sinusoidal",
+                dict(
+                    max_minutes=60,
+                    max_len=4000,
+                    dim=64,
+                    heads=4,
+                    layers=1,
+                    mlp_dim=128,
+                    batch_size=32,
+                    epochs=5,
+                    pos_embedding="sinusoidal",
+                )
             ),
             "demo": Preset(
-                max_minutes=4,
-                max_len=1000,
-                dim=32,
-                heads=2,
-                layers=1,
-                mlp_dim=64,
-                batch_size=32,
-                epochs=3,
-                pos_embedding="sinusoidal",
+                dict(
+                    max_minutes=4,
+                    max_len=1000,
+                    dim=32,
+                    heads=2,
+                    layers=1,
+                    mlp_dim=64,
+                    batch_size=32,
+                    epochs=3,
+                    pos_embedding="sinusoidal",
+                )
             ),
         },
     ),
@@ -184,29 +144,35 @@ TASKS: dict[str, TaskSpec] = {
         data_task="retrieval",
         description="AAN citation pairs from bytes (LRA Retrieval), 2 classes, two documents",
         presets={
-            "paper": _paper("retrieval", 0.9, max_len=4000, dim=128, heads=4, layers=4, mlp_dim=64, batch_size=4),
+            "paper": Preset(
+                _paper("retrieval", 0.9, max_len=4000, dim=128, heads=4, layers=4, mlp_dim=64, batch_size=4)
+            ),
             "cpu": Preset(
-                max_minutes=60,
-                max_len=4000,
-                dim=64,
-                heads=4,
-                layers=1,
-                mlp_dim=128,
-                batch_size=16,
-                epochs=3,
-                pos_embedding="sinusoidal",
+                dict(
+                    max_minutes=60,
+                    max_len=4000,
+                    dim=64,
+                    heads=4,
+                    layers=1,
+                    mlp_dim=128,
+                    batch_size=16,
+                    epochs=3,
+                    pos_embedding="sinusoidal",
+                )
             ),
             "demo": Preset(
-                max_minutes=4,
-                max_len=1000,
-                dim=32,
-                heads=2,
-                layers=1,
-                mlp_dim=64,
-                batch_size=16,
-                epochs=1,
-                limit=1000,
-                pos_embedding="sinusoidal",
+                dict(
+                    max_minutes=4,
+                    max_len=1000,
+                    dim=32,
+                    heads=2,
+                    layers=1,
+                    mlp_dim=64,
+                    batch_size=16,
+                    epochs=1,
+                    limit=1000,
+                    pos_embedding="sinusoidal",
+                )
             ),
         },
     ),
@@ -215,29 +181,35 @@ TASKS: dict[str, TaskSpec] = {
         data_task="imdb-pairs",
         description="same movie? two IMDB reviews as bytes (a real retrieval task of AAN's shape)",
         presets={
-            "paper": _paper("retrieval", 0.9, max_len=4000, dim=128, heads=4, layers=4, mlp_dim=64, batch_size=4),
+            "paper": Preset(
+                _paper("retrieval", 0.9, max_len=4000, dim=128, heads=4, layers=4, mlp_dim=64, batch_size=4)
+            ),
             "cpu": Preset(
-                max_minutes=60,
-                max_len=4000,
-                dim=64,
-                heads=4,
-                layers=1,
-                mlp_dim=128,
-                batch_size=16,
-                epochs=3,
-                pos_embedding="sinusoidal",
+                dict(
+                    max_minutes=60,
+                    max_len=4000,
+                    dim=64,
+                    heads=4,
+                    layers=1,
+                    mlp_dim=128,
+                    batch_size=16,
+                    epochs=3,
+                    pos_embedding="sinusoidal",
+                )
             ),
             "demo": Preset(
-                max_minutes=4,
-                max_len=1000,
-                dim=32,
-                heads=2,
-                layers=1,
-                mlp_dim=64,
-                batch_size=16,
-                epochs=1,
-                limit=1000,
-                pos_embedding="sinusoidal",
+                dict(
+                    max_minutes=4,
+                    max_len=1000,
+                    dim=32,
+                    heads=2,
+                    layers=1,
+                    mlp_dim=64,
+                    batch_size=16,
+                    epochs=1,
+                    limit=1000,
+                    pos_embedding="sinusoidal",
+                )
             ),
         },
     ),
@@ -246,29 +218,33 @@ TASKS: dict[str, TaskSpec] = {
         data_task="image",
         description="CIFAR-10 in grayscale as 1,024 pixel tokens (LRA Image), 10 classes",
         presets={
-            "paper": _paper("image", 0.95, max_len=1024, dim=256, heads=4, layers=3, mlp_dim=128, batch_size=2),
+            "paper": Preset(_paper("image", 0.95, max_len=1024, dim=256, heads=4, layers=3, mlp_dim=128, batch_size=2)),
             "cpu": Preset(
-                max_minutes=60,
-                max_len=1024,
-                dim=64,
-                heads=4,
-                layers=1,
-                mlp_dim=128,
-                batch_size=32,
-                epochs=5,
-                pos_embedding="sinusoidal",
+                dict(
+                    max_minutes=60,
+                    max_len=1024,
+                    dim=64,
+                    heads=4,
+                    layers=1,
+                    mlp_dim=128,
+                    batch_size=32,
+                    epochs=5,
+                    pos_embedding="sinusoidal",
+                )
             ),
             "demo": Preset(
-                max_minutes=4,
-                max_len=1024,
-                dim=32,
-                heads=2,
-                layers=1,
-                mlp_dim=64,
-                batch_size=32,
-                epochs=3,
-                limit=20000,
-                pos_embedding="sinusoidal",
+                dict(
+                    max_minutes=4,
+                    max_len=1024,
+                    dim=32,
+                    heads=2,
+                    layers=1,
+                    mlp_dim=64,
+                    batch_size=32,
+                    epochs=3,
+                    limit=20000,
+                    pos_embedding="sinusoidal",
+                )
             ),
         },
     ),
@@ -279,37 +255,16 @@ TASKS: dict[str, TaskSpec] = {
         generator_options=(("size", 32),),
         description="Pathfinder 32×32: are the two markers joined by one dashed curve? 2 classes",
         presets={
-            "paper": _paper(
-                "pathfinder",
-                0.95,
-                max_len=1024,
-                dim=1024,
-                heads=8,
-                layers=2,
-                mlp_dim=256,
-                batch_size=8,
+            "paper": Preset(
+                _paper("pathfinder", 0.95, max_len=1024, dim=1024, heads=8, layers=2, mlp_dim=256, batch_size=8),
                 generate=(200_000, 0, 0),
             ),
             "cpu": Preset(
-                max_minutes=60,
-                max_len=1024,
-                dim=64,
-                heads=4,
-                layers=1,
-                mlp_dim=128,
-                batch_size=32,
-                epochs=10,
+                dict(max_minutes=60, max_len=1024, dim=64, heads=4, layers=1, mlp_dim=128, batch_size=32, epochs=10),
                 generate=(100_000, 0, 0),
             ),
             "demo": Preset(
-                max_minutes=4,
-                max_len=1024,
-                dim=32,
-                heads=2,
-                layers=1,
-                mlp_dim=64,
-                batch_size=32,
-                epochs=1,
+                dict(max_minutes=4, max_len=1024, dim=32, heads=2, layers=1, mlp_dim=64, batch_size=32, epochs=1),
                 generate=(3_000, 0, 0),
             ),
         },
@@ -321,37 +276,16 @@ TASKS: dict[str, TaskSpec] = {
         generator_options=(("size", 128),),
         description="Path-X 128×128 (16,384 pixels), 2 classes",
         presets={
-            "paper": _paper(
-                "pathfinder",
-                0.95,
-                max_len=16384,
-                dim=1024,
-                heads=8,
-                layers=1,
-                mlp_dim=256,
-                batch_size=16,
+            "paper": Preset(
+                _paper("pathfinder", 0.95, max_len=16384, dim=1024, heads=8, layers=1, mlp_dim=256, batch_size=16),
                 generate=(200_000, 0, 0),
             ),
             "cpu": Preset(
-                max_minutes=60,
-                max_len=16384,
-                dim=32,
-                heads=2,
-                layers=1,
-                mlp_dim=64,
-                batch_size=8,
-                epochs=2,
+                dict(max_minutes=60, max_len=16384, dim=32, heads=2, layers=1, mlp_dim=64, batch_size=8, epochs=2),
                 generate=(4_000, 0, 0),
             ),
             "demo": Preset(
-                max_minutes=4,
-                max_len=16384,
-                dim=32,
-                heads=2,
-                layers=1,
-                mlp_dim=64,
-                batch_size=4,
-                epochs=1,
+                dict(max_minutes=4, max_len=16384, dim=32, heads=2, layers=1, mlp_dim=64, batch_size=4, epochs=1),
                 generate=(400, 0, 0),
             ),
         },
@@ -361,38 +295,44 @@ TASKS: dict[str, TaskSpec] = {
         data_task="binaries",
         description="raw executables as bytes (malware-style), classes from folders or a CSV",
         presets={
-            "paper": _paper(
-                "binaries",
-                0.85,
-                label_smoothing=0.0,
-                max_len=16384,
-                dim=256,
-                heads=8,
-                layers=1,
-                mlp_dim=512,
-                batch_size=4,
+            "paper": Preset(
+                _paper(
+                    "binaries",
+                    0.85,
+                    label_smoothing=0.0,
+                    max_len=16384,
+                    dim=256,
+                    heads=8,
+                    layers=1,
+                    mlp_dim=512,
+                    batch_size=4,
+                )
             ),
             "cpu": Preset(
-                max_minutes=60,
-                max_len=16384,
-                dim=64,
-                heads=4,
-                layers=1,
-                mlp_dim=128,
-                batch_size=8,
-                epochs=20,
-                pooling="cls",
+                dict(
+                    max_minutes=60,
+                    max_len=16384,
+                    dim=64,
+                    heads=4,
+                    layers=1,
+                    mlp_dim=128,
+                    batch_size=8,
+                    epochs=20,
+                    pooling="cls",
+                )
             ),
             "demo": Preset(
-                max_minutes=4,
-                max_len=4096,
-                dim=64,
-                heads=4,
-                layers=1,
-                mlp_dim=128,
-                batch_size=8,
-                epochs=20,
-                pooling="cls",
+                dict(
+                    max_minutes=4,
+                    max_len=4096,
+                    dim=64,
+                    heads=4,
+                    layers=1,
+                    mlp_dim=128,
+                    batch_size=8,
+                    epochs=20,
+                    pooling="cls",
+                )
             ),
         },
     ),
@@ -405,9 +345,9 @@ def get_task(name: str) -> TaskSpec:
     return TASKS[name]
 
 
-def get_preset(task: str, preset: str, **overrides: Any) -> Preset:
-    """The preset with explicit overrides (None values are ignored)."""
+def get_preset(task: str, preset: str) -> Preset:
+    """The task's preset named ``preset``; ValueError listing the valid ones."""
     spec = get_task(task)
     if preset not in spec.presets:
         raise ValueError(f"unknown preset {preset!r} for task {task!r}; valid presets: {', '.join(spec.presets)}")
-    return replace(spec.presets[preset], **{k: v for k, v in overrides.items() if v is not None})
+    return spec.presets[preset]

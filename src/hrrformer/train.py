@@ -17,6 +17,12 @@ numbers per layer (:mod:`hrrformer.parallel`). The groups split the data as DDP 
 (summed over the data-parallel ranks only). HRR attention and single-document tasks only; the
 learned position table, if any, stays whole (replicated) on every rank and in the checkpoints.
 
+Every option is a field of :class:`TrainConfig` or of :class:`hrrformer.config.HrrformerConfig`
+(``model``), with its help; the flags, config.json and the resume check are generated from them
+(:mod:`hrrformer.options`), and a preset (:mod:`hrrformer.tasks`) is a partial dict of them.
+:func:`train` reads as its steps: a :class:`Trainer` is set up, restored, started, trains epoch
+by epoch, and finishes.
+
 Outputs in RUN_DIR: ``config.json``, ``metrics.jsonl`` (one JSON line per logging step and per
 epoch), ``summary.json``, ``checkpoints/``, and ``model.safetensors`` (final weights).
 """
@@ -33,9 +39,9 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -55,6 +61,7 @@ from .checkpoint import (
     save_checkpoint,
     save_weights,
 )
+from .config import HrrformerConfig
 from .data.base import TaskData, collate
 from .distributed import (
     DistInfo,
@@ -65,55 +72,78 @@ from .distributed import (
     setup_distributed,
     teardown_distributed,
 )
-from .model import Hrrformer, HrrformerConfig, HrrformerDualEncoder
+from .model import Hrrformer, HrrformerDualEncoder
+from .options import add_flags, defaults, given, option, pick, resumable
 from .parallel import enable_sequence_parallel, shard_sequence
 from .tasks import PRESET_NAMES, TASKS, Preset, get_preset, get_task
 
 __all__ = ["TrainConfig", "TrainingDiverged", "build_model", "evaluate", "load_run", "train"]
-
-#: Keys of config.json that may change on --resume (the budget and the machine, not the model or data).
-RESUMABLE_CHANGES = {"epochs", "device", "workers", "log_every", "save_every", "progress", "data", "max_minutes"}
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+_RUN = {"flag": False}  # set by the data or the launcher, not by a flag
+
+
 @dataclass
 class TrainConfig:
-    """Everything a run depends on; written to RUN_DIR/config.json."""
+    """Everything a run depends on; written to RUN_DIR/config.json. Each field but those the data
+    or the launcher set is an ``hrrformer train`` flag (:mod:`hrrformer.options`); the model's
+    options are the fields of :class:`HrrformerConfig`, in ``model``."""
 
-    task: str = "listops"
-    preset: str = "demo"
-    data: str | None = None
-    attention: str = "hrr"
-    model: dict[str, Any] = field(default_factory=dict)
-    pair: bool = False
-    class_names: list[str] | None = None
-    batch_size: int = 32
-    epochs: int = 2
-    lr: float = 1e-3
-    lr_decay: float = 0.9
-    min_lr: float = 1e-5
-    label_smoothing: float = 0.1
-    grad_clip: float = 1.0
-    limit: int | None = None
-    skip_bad: bool = False
-    seed: int = 0
-    amp: str = "none"
-    device: str = "auto"
-    compile: bool = False
-    workers: int = 0
-    #: Length bucketing: sort pools of this many batches by length (0 or 1: random batches).
-    bucket: int = 50
-    #: Batches are padded to a multiple of this length (capped at max_len): few distinct shapes.
-    pad_multiple: int = 128
-    log_every: int = 10
-    save_every: int = 0
-    max_minutes: float | None = None
-    world_size: int = 1
-    sequence_parallel: int = 1
-    progress: bool = True
+    task: str = option("listops", f"the task, one of: {', '.join(TASKS)}", metavar="TASK")
+    preset: str = option("demo", f"the options preset, one of: {', '.join(PRESET_NAMES)}", metavar="NAME")
+    data: str | None = option(
+        None,
+        "data path in the task's official format (generated tasks: omit to generate)",
+        metavar="PATH",
+        resumable=True,
+    )
+    attention: str = option("hrr", "the model's attention (model.attention, repeated for summaries)", **_RUN)
+    model: dict[str, Any] = option(help="the HrrformerConfig fields (flags: the model's options)", factory=dict, **_RUN)
+    pair: bool = option(False, "a two-document task (set from the data)", **_RUN)
+    class_names: list[str] | None = option(None, "class names (from the data)", **_RUN)
+    batch_size: int = option(32, "examples per batch, per process (per sequence-parallel group)")
+    epochs: int = option(2, "training epochs", resumable=True)
+    lr: float = option(1e-3, "Adam's learning rate")
+    lr_decay: float = option(0.9, "learning rate factor per epoch (exponential decay, continuous)")
+    min_lr: float = option(1e-5, "the decay's floor")
+    label_smoothing: float = option(0.1, "label smoothing of the cross-entropy")
+    grad_clip: float = option(1.0, "clip the gradient to this norm (0: off)")
+    limit: int | None = option(None, "use at most this many examples per split")
+    skip_bad: bool = option(False, "skip and count bad inputs instead of stopping")
+    seed: int = option(0, "random seed: initialisation, shuffling, dropout")
+    amp: Literal["none", "bf16"] = option("none", "mixed precision")
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "where to train (auto: cuda if available)", resumable=True)
+    compile: bool = option(False, "torch.compile the model")
+    workers: int = option(0, "DataLoader worker processes", resumable=True)
+    bucket: int = option(
+        50, "length bucketing: sort pools of N batches by length to cut padding (0 or 1: random batches)"
+    )
+    pad_multiple: int = option(
+        128, "pad each batch to a multiple of N positions (capped at --max-len): few shapes, flat memory"
+    )
+    log_every: int = option(10, "steps between metrics.jsonl lines", resumable=True)
+    save_every: int = option(0, "also checkpoint every N steps (0: per epoch only)", resumable=True)
+    max_minutes: float | None = option(
+        None,
+        "training time budget: stop after the step that crosses it, then validate and test",
+        metavar="M",
+        resumable=True,
+    )
+    world_size: int = option(1, "processes (from torchrun)", **_RUN)
+    sequence_parallel: int = option(
+        1,
+        "split each sequence over N consecutive ranks (torchrun; world size a multiple of N): "
+        "for inputs too long for one device; HRR attention, single-document tasks",
+    )
+    progress: bool = option(True, "progress bars", resumable=True)
+
+
+#: Keys of config.json that may change on --resume (the budget and the machine, not the model or data).
+RESUMABLE_CHANGES = resumable(TrainConfig)
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -353,14 +383,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def _with_new_option_defaults(saved: dict[str, Any], current: TrainConfig) -> dict[str, Any]:
     """A saved config completed with the defaults of options it predates: a run written before
     an option existed ran with that option's default (TrainConfig fields, and model keys)."""
-
-    def defaults(cls: type, names: Any) -> dict[str, Any]:
-        return {f.name: f.default for f in fields(cls) if f.name in names and f.default is not MISSING}
-
-    completed = {**defaults(TrainConfig, set(asdict(current)) - set(saved)), **saved}
+    completed = {**defaults(TrainConfig), **saved}
     if isinstance(saved.get("model"), dict):
-        missing = set(current.model) - set(saved["model"])
-        completed["model"] = {**defaults(HrrformerConfig, missing), **saved["model"]}
+        model_defaults = {k: v for k, v in defaults(HrrformerConfig).items() if k in current.model}
+        completed["model"] = {**model_defaults, **saved["model"]}
     return completed
 
 
@@ -392,9 +418,31 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, *, resume: bool, overwri
 
 
 # ----------------------------------------------------------------------------- the loop
-def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    """Train according to ``config`` into ``run_dir``; returns the summary (also in summary.json)."""
-    run_dir = Path(run_dir)
+@dataclass
+class Progress:
+    """Where training stands: what a checkpoint records besides the weights and optimiser."""
+
+    step: int = 0
+    #: The epoch running (or to run next) and how many of its batches are done.
+    epoch: int = 0
+    batches_done: int = 0
+    #: This rank's share of the epoch's (loss·n, correct, n) so far, when resuming mid-epoch.
+    epoch_sums: torch.Tensor | None = None
+    #: One record per epoch done (as in metrics.jsonl).
+    history: list[dict[str, Any]] = field(default_factory=list)
+    out_of_time: bool = False
+
+
+class StepResult(NamedTuple):
+    loss: float
+    correct: int
+    examples: int
+    #: Before clipping; the same on every rank (the gradients are reduced). None without clipping.
+    grad_norm: torch.Tensor | None
+
+
+def join_world(config: TrainConfig) -> tuple[torch.device, DistInfo]:
+    """This process's device and place in the (torchrun) world; records the world size in ``config``."""
     device = resolve_device(config.device)
     check_sequence_parallel(config)
     info = setup_distributed(device, sequence_parallel=config.sequence_parallel)
@@ -402,14 +450,11 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     config.world_size = info.world_size
-    if (run_dir / "config.json").exists() and not (resume or overwrite):
-        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
-    data = load_data(config, info)
-    config.model.update(vocab_size=data.vocab_size, num_classes=data.num_classes)
-    config.pair, config.class_names = data.pair, data.class_names
-    check_sequence_parallel(config)
-    prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite, info=info)
+    return device, info
 
+
+def seeded_model(config: TrainConfig, info: DistInfo, device: torch.device) -> nn.Module:
+    """The model, initialised from ``config.seed`` (identically on every rank)."""
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     model = build_model(config).to(device)
@@ -417,52 +462,227 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
         enable_sequence_parallel(model, info.sp_group)
         if info.sp_rank:  # after the (identical) initialisation: each chunk draws its own dropout masks
             torch.manual_seed(config.seed + 10_007 * info.sp_rank)
-    params = sum(p.numel() for p in model.parameters())
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    # One replica per sequence-parallel group: its ranks draw the same batches.
-    sampler = DistributedSampler(
-        data.train, num_replicas=info.dp_size, rank=info.dp_rank, shuffle=True, seed=config.seed
-    )
-    if len(data.train) == 0:
-        raise ValueError(f"{config.data}: the train split is empty")
-    steps_per_epoch = math.ceil(len(sampler) / config.batch_size)
-    train_keys = length_keys(data.train) if config.bucket > 1 else None
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config, steps_per_epoch))
-    metrics = MetricsLog(run_dir / "metrics.jsonl", info.is_main)
+    return model
 
-    step, start_epoch, skip, resumed_sums = 0, 0, 0, None
-    history: list[dict[str, Any]] = []
-    checkpoint = latest_checkpoint(run_dir) if resume else None
-    if checkpoint is not None:
-        weights, state = load_checkpoint(checkpoint)
-        load_model_state(model, weights, checkpoint)
+
+class Trainer:
+    """One run. ``Trainer(...)`` sets it up, :meth:`restore` continues from the last checkpoint,
+    :meth:`start` readies the model, :meth:`train_epoch` runs one epoch (:meth:`train_step` per
+    batch, :meth:`end_epoch` after), :meth:`finish` tests and writes the results. The state a
+    checkpoint carries on, besides the weights, optimiser, scheduler and RNG, is :attr:`state`."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+        self.config, self.run_dir = config, run_dir
+        self.device, self.info = join_world(config)
+        if (run_dir / "config.json").exists() and not (resume or overwrite):
+            raise ValueError(
+                f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it"
+            )
+        self.data = data = load_data(config, self.info)
+        config.model.update(vocab_size=data.vocab_size, num_classes=data.num_classes)
+        config.pair, config.class_names = data.pair, data.class_names
+        check_sequence_parallel(config)
+        prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite, info=self.info)
+
+        self.model = self.train_model = seeded_model(config, self.info, self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        # One replica per sequence-parallel group: its ranks draw the same batches.
+        self.sampler = DistributedSampler(
+            data.train, num_replicas=self.info.dp_size, rank=self.info.dp_rank, shuffle=True, seed=config.seed
+        )
+        if len(data.train) == 0:
+            raise ValueError(f"{config.data}: the train split is empty")
+        self.steps_per_epoch = math.ceil(len(self.sampler) / config.batch_size)
+        self.train_keys = length_keys(data.train) if config.bucket > 1 else None
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_factor(config, self.steps_per_epoch))
+        self.metrics = MetricsLog(run_dir / "metrics.jsonl", self.info.is_main)
+        self.state = Progress()
+        self.start_time = time.perf_counter()  # reset by start()
+
+    def restore(self) -> None:
+        """Continue from the run directory's last checkpoint: weights, optimiser, RNG and progress."""
+        info, checkpoint = self.info, latest_checkpoint(self.run_dir)
+        if checkpoint is None:
+            if info.is_main:
+                self.metrics.truncate_after(0)  # lines of an attempt killed before its first checkpoint
+                print(f"--resume: no checkpoint in {self.run_dir}; starting from scratch", file=sys.stderr)
+            return
+        weights, saved = load_checkpoint(checkpoint)
+        load_model_state(self.model, weights, checkpoint)
         try:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            rng_ranks = state.get("rng_ranks")
-            _set_rng_state(rng_ranks[info.rank] if rng_ranks and len(rng_ranks) == info.world_size else state["rng"])
-            step, start_epoch, skip, history = state["step"], state["epoch"], state["batches_done"], state["history"]
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.scheduler.load_state_dict(saved["scheduler"])
+            rng_ranks = saved.get("rng_ranks")
+            _set_rng_state(rng_ranks[info.rank] if rng_ranks and len(rng_ranks) == info.world_size else saved["rng"])
+            s = self.state = Progress(saved["step"], saved["epoch"], saved["batches_done"], history=saved["history"])
         except (KeyError, ValueError, TypeError, RuntimeError) as e:
             raise CheckpointError(f"{checkpoint}: trainer state is incomplete or from another run ({e!r})") from None
         # The saved sums are the global ones (all data-parallel ranks): one replica carries them on.
-        if skip:
-            resumed_sums = state["epoch_sums"] if info.dp_rank == 0 else torch.zeros(3, dtype=torch.float64)
-        metrics.truncate_after(step)
+        if s.batches_done:
+            s.epoch_sums = saved["epoch_sums"] if info.dp_rank == 0 else torch.zeros(3, dtype=torch.float64)
+        self.metrics.truncate_after(s.step)
         if info.is_main:
-            print(f"resumed from {checkpoint} (epoch {start_epoch}, step {step})", file=sys.stderr)
-    elif resume and info.is_main:
-        metrics.truncate_after(0)  # lines of an attempt killed before its first checkpoint
-        print(f"--resume: no checkpoint in {run_dir}; starting from scratch", file=sys.stderr)
+            print(f"resumed from {checkpoint} (epoch {s.epoch}, step {s.step})", file=sys.stderr)
 
-    train_model: nn.Module = model
-    if info.enabled and info.sequence_parallel == 1:
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+    def start(self) -> None:
+        """Wrap the model for DDP (without sequence parallelism) and torch.compile; say what runs."""
+        config, info, data = self.config, self.info, self.data
+        if info.enabled and info.sequence_parallel == 1:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        if config.compile:
+            self.train_model = torch.compile(self.train_model)
+        if info.is_main:
+            grid = f" × {info.sequence_parallel} sequence-parallel ranks" if info.sequence_parallel > 1 else ""
+            print(
+                f"{config.task} [{config.preset}] {config.attention}: {self.params:,} parameters, "
+                f"{len(data.train):,} train / {len(data.val):,} val / {len(data.test) if data.test else 0:,} "
+                f"test examples, global batch {config.batch_size * info.dp_size} ({info.dp_size} replica(s) × "
+                f"{config.batch_size}{grid}), device {self.device}",
+                file=sys.stderr,
+            )
+            _warn_replicated_positions(config, info)
+        self.start_time = time.perf_counter()
+        self.model.train()
+
+    @property
+    def params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def train_seconds(self) -> float:
+        """Training time of the epochs done (over every attempt of a resumed run)."""
+        return sum(h["seconds"] for h in self.state.history)
+
+    def train_epoch(self) -> None:
+        """The epoch's (remaining) batches, logged and checkpointed as asked; stops early on the time budget."""
+        config, s = self.config, self.state
+        done_before = s.batches_done
+        loader = self.epoch_loader()
+        sums = s.epoch_sums if s.epoch_sums is not None else torch.zeros(3, dtype=torch.float64)  # loss·n, correct, n
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            initial=done_before,
+            desc=f"epoch {s.epoch + 1}/{config.epochs}",
+            disable=not (config.progress and self.info.is_main),
+            dynamic_ncols=True,
         )
-    if config.compile:
-        train_model = torch.compile(train_model)
+        epoch_start = time.perf_counter()
+        for i, batch in enumerate(loader, start=done_before + 1):
+            s.batches_done = i
+            result = self.train_step(batch)
+            sums += torch.tensor([result.loss * result.examples, result.correct, result.examples], dtype=torch.float64)
+            rate = (sums[2].item() * self.info.dp_size) / max(time.perf_counter() - epoch_start, 1e-9)
+            bar.update(1)
+            bar.set_postfix(loss=f"{result.loss:.3f}", acc=f"{sums[1].item() / sums[2].item():.3f}", ex_s=f"{rate:.1f}")
+            if config.log_every and s.step % config.log_every == 0:
+                self.log_step(result, rate)
+            if config.save_every and s.step % config.save_every == 0 and i < self.steps_per_epoch:
+                self.save(sums)
+            if config.max_minutes is not None and self.out_of_time(epoch_start):
+                s.out_of_time = True
+                break
+        bar.close()
+        self.end_epoch(sums, time.perf_counter() - epoch_start)
 
-    def save(epoch: int, batches_done: int, epoch_sums: torch.Tensor | None = None) -> None:
+    def epoch_loader(self) -> DataLoader:
+        """The batches of this epoch not yet done, in the order the seed and the epoch fix."""
+        config, s = self.config, self.state
+        batches = _epoch_batches(
+            self.sampler, config.batch_size, s.epoch, s.batches_done, self.train_keys, config.bucket
+        )
+        # A private generator: creating a loader must not draw from the global RNG (dropout's).
+        return DataLoader(
+            self.data.train,
+            batch_sampler=batches,
+            collate_fn=batch_collate(self.model, config.pad_multiple),
+            num_workers=config.workers,
+            generator=torch.Generator(),
+        )
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> StepResult:
+        """Forward, backward and one optimiser step on a batch; TrainingDiverged on a NaN or infinite loss."""
+        config, info = self.config, self.info
+        with autocast(self.device, config.amp):
+            logits = forward_batch(self.train_model, batch, self.device, info.sp_group).float()
+        labels = batch["labels"].to(self.device)
+        loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+        if not torch.isfinite(loss):
+            last = latest_checkpoint(self.run_dir)
+            raise TrainingDiverged(
+                f"loss became {loss.item()} at step {self.state.step + 1} (epoch {self.state.epoch + 1}); "
+                f"last good checkpoint: {last if last else 'none'}"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if info.sequence_parallel > 1:
+            average_gradients(self.model, info)  # what DDP does otherwise
+        grad_norm = None
+        if config.grad_clip > 0:
+            grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.state.step += 1
+        correct = (logits.argmax(-1) == labels).sum().item()
+        return StepResult(loss.item(), correct, len(labels), grad_norm)
+
+    def log_step(self, result: StepResult, rate: float) -> None:
+        """A metrics.jsonl line for this step (its batch over all data-parallel ranks)."""
+        s, n = self.state, result.examples
+        stats = dp_all_reduce_sum(torch.tensor([result.loss * n, result.correct, n], dtype=torch.float64), self.info)
+        self.metrics.write(
+            {
+                "type": "train",
+                "step": s.step,
+                "epoch": s.epoch + (s.batches_done / self.steps_per_epoch),
+                "loss": stats[0].item() / stats[2].item(),
+                "accuracy": stats[1].item() / stats[2].item(),
+                "lr": self.scheduler.get_last_lr()[0],
+                "grad_norm": None if result.grad_norm is None else result.grad_norm.item(),
+                "examples_per_second": rate,
+            }
+        )
+
+    def out_of_time(self, epoch_start: float) -> bool:
+        """Whether the training time (this epoch's included) has reached --max-minutes on any rank."""
+        elapsed_min = (self.train_seconds + time.perf_counter() - epoch_start) / 60
+        return bool(all_reduce_sum(torch.tensor(float(elapsed_min >= self.config.max_minutes)), self.info) > 0)
+
+    def end_epoch(self, sums: torch.Tensor, seconds: float) -> None:
+        """Validate, record the epoch (metrics.jsonl, stderr) and checkpoint at its end."""
+        s, info = self.state, self.info
+        totals = dp_all_reduce_sum(sums.clone(), info)
+        val = self.evaluate(self.data.val)
+        # A budget-stopped epoch counts as the fraction of its batches that ran.
+        done = s.batches_done / self.steps_per_epoch
+        examples = totals[2].item()
+        record = {
+            "type": "epoch",
+            "step": s.step,
+            "epoch": s.epoch + 1 if s.batches_done >= self.steps_per_epoch else s.epoch + done,
+            "train_loss": totals[0].item() / max(examples, 1),
+            "train_accuracy": totals[1].item() / max(examples, 1),
+            "val_loss": val["loss"],
+            "val_accuracy": val["accuracy"],
+            "seconds": seconds,
+            "examples": int(examples),
+            "examples_per_second": examples / max(seconds, 1e-9),
+        }
+        s.history.append(record)
+        self.metrics.write(record)
+        if info.is_main:
+            print(
+                f"epoch {record['epoch']:g}: train loss {record['train_loss']:.4f} "
+                f"acc {record['train_accuracy']:.4f} | val acc {val['accuracy']:.4f} | "
+                f"{seconds:.0f} s, {record['examples_per_second']:.1f} ex/s",
+                file=sys.stderr,
+            )
+        s.epoch, s.batches_done, s.epoch_sums = s.epoch + 1, 0, None
+        self.save()
+
+    def save(self, epoch_sums: torch.Tensor | None = None) -> None:
+        """Checkpoint the weights, optimiser, RNG and progress (``epoch_sums``: mid-epoch, this rank's)."""
+        info, s = self.info, self.state
         # Collectives first, on every rank: each rank's RNG (its dropout stream) and the epoch's global sums.
         rng_ranks = [None] * info.world_size
         if info.enabled:
@@ -471,183 +691,75 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
             epoch_sums = dp_all_reduce_sum(epoch_sums.clone(), info)
         if info.is_main:
             state = {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
                 "rng": _rng_state(),
-                "step": step,
-                "epoch": epoch,
-                "batches_done": batches_done,
+                "step": s.step,
+                "epoch": s.epoch,
+                "batches_done": s.batches_done,
                 "epoch_sums": epoch_sums,
-                "history": history,
+                "history": s.history,
             }
             if info.enabled:
                 state["rng_ranks"] = rng_ranks
-            save_checkpoint(run_dir, model.state_dict(), state, step=step)
+            save_checkpoint(self.run_dir, self.model.state_dict(), state, step=s.step)
         barrier(info)
 
-    if info.is_main:
-        grid = f" × {info.sequence_parallel} sequence-parallel ranks" if info.sequence_parallel > 1 else ""
-        print(
-            f"{config.task} [{config.preset}] {config.attention}: {params:,} parameters, "
-            f"{len(data.train):,} train / {len(data.val):,} val / {len(data.test) if data.test else 0:,} test examples, "
-            f"global batch {config.batch_size * info.dp_size} ({info.dp_size} replica(s) × {config.batch_size}{grid}), "
-            f"device {device}",
-            file=sys.stderr,
-        )
-        _warn_replicated_positions(config, info)
-
-    def evaluate_split(dataset: Dataset) -> dict[str, Any]:
+    def evaluate(self, dataset: Dataset) -> dict[str, Any]:
+        config = self.config
         return evaluate(
-            model,
+            self.model,
             dataset,
             batch_size=config.batch_size,
-            device=device,
-            num_classes=data.num_classes,
-            info=info,
+            device=self.device,
+            num_classes=self.data.num_classes,
+            info=self.info,
             amp=config.amp,
             pad_multiple=config.pad_multiple,
         )
 
-    train_start = time.perf_counter()
-    train_seconds = sum(h["seconds"] for h in history)
-    examples_seen = sum(h["examples"] for h in history)
-    model.train()
-    out_of_time = False
-    for epoch in range(start_epoch, config.epochs):
-        if out_of_time:
-            break
-        batches = _epoch_batches(sampler, config.batch_size, epoch, skip, train_keys, config.bucket)
-        done_before = skip
-        skip = 0
-        # A private generator: creating a loader must not draw from the global RNG (dropout's).
-        loader = DataLoader(
-            data.train,
-            batch_sampler=batches,
-            collate_fn=batch_collate(model, config.pad_multiple),
-            num_workers=config.workers,
-            generator=torch.Generator(),
-        )
-        epoch_start = time.perf_counter()
-        sums = resumed_sums if resumed_sums is not None else torch.zeros(3, dtype=torch.float64)  # loss·n, correct, n
-        resumed_sums = None
-        bar = tqdm(
-            total=steps_per_epoch,
-            initial=done_before,
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            disable=not (config.progress and info.is_main),
-            dynamic_ncols=True,
-        )
-        batches_done = done_before
-        for i, batch in enumerate(loader, start=done_before + 1):
-            batches_done = i
-            with autocast(device, config.amp):
-                logits = forward_batch(train_model, batch, device, info.sp_group).float()
-            labels = batch["labels"].to(device)
-            loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
-            if not torch.isfinite(loss):
-                last = latest_checkpoint(run_dir)
-                raise TrainingDiverged(
-                    f"loss became {loss.item()} at step {step + 1} (epoch {epoch + 1}); "
-                    f"last good checkpoint: {last if last else 'none'}"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if info.sequence_parallel > 1:
-                average_gradients(model, info)  # what DDP does otherwise
-            grad_norm = None  # before clipping; the same on every rank (the gradients are reduced)
-            if config.grad_clip > 0:
-                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            n = len(labels)
-            correct = (logits.argmax(-1) == labels).sum().item()
-            sums += torch.tensor([loss.item() * n, correct, n], dtype=torch.float64)
-            elapsed = time.perf_counter() - epoch_start
-            rate = (sums[2].item() * info.dp_size) / max(elapsed, 1e-9)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{sums[1].item() / sums[2].item():.3f}", ex_s=f"{rate:.1f}")
-            if config.log_every and step % config.log_every == 0:
-                step_stats = dp_all_reduce_sum(torch.tensor([loss.item() * n, correct, n], dtype=torch.float64), info)
-                metrics.write(
-                    {
-                        "type": "train",
-                        "step": step,
-                        "epoch": epoch + (i / steps_per_epoch),
-                        "loss": step_stats[0].item() / step_stats[2].item(),
-                        "accuracy": step_stats[1].item() / step_stats[2].item(),
-                        "lr": scheduler.get_last_lr()[0],
-                        "grad_norm": None if grad_norm is None else grad_norm.item(),
-                        "examples_per_second": rate,
-                    }
-                )
-            if config.save_every and step % config.save_every == 0 and i < steps_per_epoch:
-                save(epoch, i, sums)
-            if config.max_minutes is not None:
-                elapsed_min = (train_seconds + time.perf_counter() - epoch_start) / 60
-                out_of_time = bool(all_reduce_sum(torch.tensor(float(elapsed_min >= config.max_minutes)), info) > 0)
-                if out_of_time:
-                    break
-        bar.close()
-        epoch_seconds = time.perf_counter() - epoch_start
-        totals = dp_all_reduce_sum(sums.clone(), info)
-        val = evaluate_split(data.val)
-        # A budget-stopped epoch counts as the fraction of its batches that ran.
-        epoch_reached = epoch + 1 if batches_done >= steps_per_epoch else epoch + batches_done / steps_per_epoch
-        record = {
-            "type": "epoch",
-            "step": step,
-            "epoch": epoch_reached,
-            "train_loss": totals[0].item() / max(totals[2].item(), 1),
-            "train_accuracy": totals[1].item() / max(totals[2].item(), 1),
-            "val_loss": val["loss"],
-            "val_accuracy": val["accuracy"],
-            "seconds": epoch_seconds,
-            "examples": int(totals[2].item()),
-            "examples_per_second": totals[2].item() / max(epoch_seconds, 1e-9),
+    def finish(self) -> dict[str, Any]:
+        """Test, then write the final weights and summary.json; returns the summary."""
+        config, data, history = self.config, self.data, self.state.history
+        test = self.evaluate(data.test) if data.test is not None and len(data.test) else None
+        summary = {
+            "task": config.task,
+            "preset": config.preset,
+            "attention": config.attention,
+            "params": self.params,
+            "epochs": history[-1]["epoch"] if history else 0,  # fractional when the budget stopped an epoch
+            "stopped_by_time_budget": self.state.out_of_time,
+            "train_seconds": self.train_seconds,
+            "wall_seconds_this_process": time.perf_counter() - self.start_time,
+            "examples_per_second": sum(h["examples"] for h in history) / max(self.train_seconds, 1e-9),
+            "val_accuracy": history[-1]["val_accuracy"] if history else None,
+            "best_val_accuracy": max((h["val_accuracy"] for h in history), default=None),
+            "test_accuracy": test["accuracy"] if test else None,
+            "test_examples": test["examples"] if test else 0,
+            "train_examples": len(data.train),
+            "val_examples": len(data.val),
+            "skipped_inputs": data.skipped,
+            "world_size": self.info.world_size,
+            "sequence_parallel": self.info.sequence_parallel,
+            "device": str(self.device),
+            "peak_rss_mb": _peak_rss_mb(),
         }
-        history.append(record)
-        metrics.write(record)
-        if info.is_main:
-            print(
-                f"epoch {epoch_reached:g}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f} | "
-                f"val acc {val['accuracy']:.4f} | {epoch_seconds:.0f} s, {record['examples_per_second']:.1f} ex/s",
-                file=sys.stderr,
-            )
-        train_seconds += epoch_seconds
-        examples_seen += record["examples"]
-        save(epoch + 1, 0)
+        if self.info.is_main:
+            save_weights(self.run_dir / "model.safetensors", self.model.state_dict())
+            atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        barrier(self.info)
+        return summary
 
-    test = None
-    if data.test is not None and len(data.test):
-        test = evaluate_split(data.test)
-    summary = {
-        "task": config.task,
-        "preset": config.preset,
-        "attention": config.attention,
-        "params": params,
-        "epochs": history[-1]["epoch"] if history else 0,  # fractional when the budget stopped an epoch
-        "stopped_by_time_budget": out_of_time,
-        "train_seconds": train_seconds,
-        "wall_seconds_this_process": time.perf_counter() - train_start,
-        "examples_per_second": examples_seen / max(train_seconds, 1e-9),
-        "val_accuracy": history[-1]["val_accuracy"] if history else None,
-        "best_val_accuracy": max((h["val_accuracy"] for h in history), default=None),
-        "test_accuracy": test["accuracy"] if test else None,
-        "test_examples": test["examples"] if test else 0,
-        "train_examples": len(data.train),
-        "val_examples": len(data.val),
-        "skipped_inputs": data.skipped,
-        "world_size": info.world_size,
-        "sequence_parallel": info.sequence_parallel,
-        "device": str(device),
-        "peak_rss_mb": _peak_rss_mb(),
-    }
-    if info.is_main:
-        save_weights(run_dir / "model.safetensors", model.state_dict())
-        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    barrier(info)
-    return summary
+
+def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Train according to ``config`` into ``run_dir``; returns the summary (also in summary.json)."""
+    trainer = Trainer(config, Path(run_dir), resume=resume, overwrite=overwrite)
+    if resume:
+        trainer.restore()
+    trainer.start()
+    while trainer.state.epoch < config.epochs and not trainer.state.out_of_time:
+        trainer.train_epoch()
+    return trainer.finish()
 
 
 def check_sequence_parallel(config: TrainConfig) -> None:
@@ -711,142 +823,35 @@ def load_run(run_dir: str | Path, device: torch.device | None = None) -> tuple[T
 
 
 # ----------------------------------------------------------------------------- command line
+def _preset_fields() -> set[str]:
+    """The options some preset sets (their flags' help says "default: the preset's")."""
+    return {name for spec in TASKS.values() for preset in spec.presets.values() for name in preset.options}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", default="listops", help=f"one of: {', '.join(TASKS)} (default listops)")
-    parser.add_argument("--data", help="data path in the task's official format (generated tasks: omit to generate)")
+    """The run's own flags, then one flag per training option and per model option."""
     parser.add_argument("--out", help="run directory (default runs/<task>-<preset>-<attention>-<time>)")
-    parser.add_argument("--preset", default="demo", help=f"one of: {', '.join(PRESET_NAMES)} (default demo)")
-    parser.add_argument("--attention", default="hrr", choices=["hrr", "softmax"])
-    for flag, kind in (("--layers", int), ("--dim", int), ("--heads", int), ("--mlp-dim", int), ("--max-len", int)):
-        parser.add_argument(flag, type=kind)
-    parser.add_argument("--batch-size", type=int, help="per process (per sequence-parallel group)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--dropout", type=float)
-    parser.add_argument("--limit", type=int, help="use at most this many examples per split")
-    parser.add_argument("--skip-bad", action="store_true", help="skip and count bad inputs instead of stopping")
-    parser.add_argument("--pooling", choices=["mean", "cls"])
-    parser.add_argument("--pos-embedding", choices=["learned", "sinusoidal"])
-    parser.add_argument("--norm", choices=["pre", "post", "pre_mlp"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--amp", choices=["none", "bf16"], default="none")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-    parser.add_argument("--activation-checkpointing", action="store_true", help="recompute activations in backward")
-    parser.add_argument(
-        "--pad-multiple",
-        type=int,
-        default=128,
-        metavar="N",
-        help="pad each batch to a multiple of N positions (capped at --max-len): few shapes, flat memory",
-    )
-    parser.add_argument(
-        "--chunk-size",
-        type=int,
-        default=None,
-        metavar="N",
-        help="sequence chunking (hrr): run each block over N positions at a time, recomputing in backward; "
-        "for inputs of 10^5-10^6+ tokens",
-    )
-    parser.add_argument(
-        "--length-scale",
-        action="store_true",
-        help="hrr: multiply the attention output by the number of real positions, n·w_t·v_t "
-        "(the paper's w_t·v_t is ~1/T the size of the residual; EXPERIMENTS.md)",
-    )
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    parser.add_argument(
-        "--bucket",
-        type=int,
-        default=50,
-        metavar="N",
-        help="length bucketing: sort pools of N batches by length to cut padding (0: random batches)",
-    )
-    parser.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl lines")
-    parser.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (0: per epoch only)")
-    parser.add_argument(
-        "--max-minutes",
-        type=float,
-        help="training time budget: stop after the step that crosses it, then validate and test",
-    )
-    parser.add_argument(
-        "--sequence-parallel",
-        type=int,
-        default=1,
-        metavar="N",
-        help="split each sequence over N consecutive ranks (torchrun; world size a multiple of N): "
-        "for inputs too long for one device; HRR attention, single-document tasks",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    add_flags(parser.add_argument_group("training options"), TrainConfig, from_preset=_preset_fields())
+    add_flags(parser.add_argument_group("model options"), HrrformerConfig, from_preset=_preset_fields())
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    preset = get_preset(
-        args.task,
-        args.preset,
-        layers=args.layers,
-        dim=args.dim,
-        heads=args.heads,
-        mlp_dim=args.mlp_dim,
-        max_len=args.max_len,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        lr=args.lr,
-        dropout=args.dropout,
-        limit=args.limit,
-        pooling=args.pooling,
-        pos_embedding=args.pos_embedding,
-        norm=args.norm,
-        max_minutes=args.max_minutes,
-    )
-    model = {
-        "max_len": preset.max_len,
-        "dim": preset.dim,
-        "heads": preset.heads,
-        "layers": preset.layers,
-        "mlp_dim": preset.mlp_dim,
-        "dropout": preset.dropout,
-        "pos_embedding": preset.pos_embedding,
-        "norm": preset.norm,
-        "pooling": preset.pooling,
-        "attention": args.attention,
-        "activation_checkpointing": args.activation_checkpointing,
-        "chunk_size": args.chunk_size,
-        "length_scale": args.length_scale,
-        **dict(preset.model_options),
-    }
+    """The run's config: the options' defaults, overridden by the preset's, overridden by the flags given."""
+    train_flags, model_flags = given(args, TrainConfig), given(args, HrrformerConfig)
+    named = {**defaults(TrainConfig), **train_flags}
+    preset = get_preset(named["task"], named["preset"]).options
+    unknown = sorted(set(preset) - set(named) - set(defaults(HrrformerConfig)))
+    if unknown:
+        raise ValueError(f"preset {named['preset']!r} of task {named['task']!r} sets unknown options {unknown}")
+    model_defaults = {f.name: f.default for f in fields(HrrformerConfig) if f.metadata["flag"]}
+    model = {**model_defaults, **pick(HrrformerConfig, preset), **model_flags}
     HrrformerConfig(**model)  # validate shapes early, before any data is read
-    if args.sequence_parallel != 1:
-        check_sequence_parallel(TrainConfig(attention=args.attention, sequence_parallel=args.sequence_parallel))
-    return TrainConfig(
-        task=args.task,
-        preset=args.preset,
-        data=args.data,
-        attention=args.attention,
-        model=model,
-        batch_size=preset.batch_size,
-        epochs=preset.epochs,
-        lr=preset.lr,
-        lr_decay=preset.lr_decay,
-        grad_clip=preset.grad_clip,
-        label_smoothing=preset.label_smoothing,
-        limit=preset.limit,
-        skip_bad=args.skip_bad,
-        seed=args.seed,
-        amp=args.amp,
-        device=args.device,
-        compile=args.compile,
-        workers=args.workers,
-        bucket=args.bucket,
-        pad_multiple=args.pad_multiple,
-        log_every=args.log_every,
-        save_every=args.save_every,
-        max_minutes=preset.max_minutes,
-        sequence_parallel=args.sequence_parallel,
-        progress=not args.no_progress,
-    )
+    train_options = {**defaults(TrainConfig), **pick(TrainConfig, preset), **train_flags}
+    config = TrainConfig(**{**train_options, "attention": model["attention"], "model": model})
+    check_sequence_parallel(config)
+    return config
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,10 +7,10 @@ import torch
 from ... import hrr
 from .circulant import CirculantHrrAttention
 from .cosine import COSINE_EPS
-from .fourier import combine_superpositions, scores, superpose
+from .fourier import combine_superpositions, retrieved_values, scores, superpose
 from .range_control import safe_exponent
 from .reduction import LOCAL, SequenceReduction
-from .validation import Method, check_attention_inputs, check_method, check_on_every_rank
+from .validation import Method, Output, check_attention_inputs, check_method, check_on_every_rank
 from .weights import beta_keep, keep_weights, position_counts, softmax_weights
 
 __all__ = ["attend", "hrr_attention", "hrr_attention_weights"]
@@ -25,15 +25,17 @@ def attend(
     method: Method,
     reduction: SequenceReduction,
     score_scale: torch.Tensor | None = None,
+    output: Output = "value",
     eps: float = COSINE_EPS,
     pads_in_beta: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(w·v (B, h, T, d), w (B, h, T)) in the compute dtype; q, k, v already in it, keep (B, 1, T).
+    """(out (B, h, T, d), w (B, h, T)) in the compute dtype; q, k, v already in it, keep (B, 1, T).
 
-    ``method``: circulant (non-causal; default then) or fourier (one piece: this process's part).
-    ``score_scale``: τ (h,) or None: w = softmax(τ a). ``pads_in_beta``: padding enters β (the
+    ``method``: circulant (non-causal, output "value"; default then) or fourier (one piece: this
+    process's part). ``score_scale``: τ (h,) or None: w = softmax(τ a). ``output``: "value" (the
+    paper: w_t v_t) or "retrieved" (w_t ‖v_t‖ v̂_t / ‖v̂_t‖). ``pads_in_beta``: padding enters β (the
     authors' padding), and is excluded from the softmax only."""
-    if method == "circulant" or (method == "auto" and not causal):
+    if method == "circulant" or (method == "auto" and not causal and output == "value"):
         return CirculantHrrAttention.apply(q, k, v, keep, eps, reduction, score_scale, pads_in_beta)
     exponent = safe_exponent(q.dtype, reduction.sequence_length(q.shape[-2]), q.shape[-1])
     keep_b = beta_keep(keep, pads_in_beta)
@@ -41,7 +43,8 @@ def attend(
     [beta], common = combine_superpositions([part], [scale], causal, reduction)
     a = scores(q, k, v, keep_b, beta, common, causal, exponent, eps)  # (B, h, T)
     [w] = softmax_weights([a], [keep], causal, reduction, score_scale)
-    return w[..., None] * v, w
+    values = v if output == "value" else retrieved_values(q, k, v, keep_b, beta, common, causal, exponent, eps)
+    return w[..., None] * values, w
 
 
 def hrr_attention(
@@ -56,6 +59,7 @@ def hrr_attention(
     reduction: SequenceReduction | None = None,
     length_scale: bool = False,
     score_scale: torch.Tensor | None = None,
+    output: Output = "value",
     pads_in_beta: bool = False,
     return_weights: bool = False,
     check: bool = True,
@@ -82,6 +86,9 @@ def hrr_attention(
         score_scale: τ (h,), a per-head scale of the scores: w = softmax_t(τ_h a_t). The paper's
             cosine scores lie in [−1, 1], so its weights are all within e² of uniform; |τ| ≤ 40
             (clamped) lets them focus. None: the paper (τ = 1). Differentiable.
+        output: what position t outputs: ``"value"`` (the paper: w_t v_t, v_t times one scalar) or
+            ``"retrieved"``: w_t ‖v_t‖ v̂_t / ‖v̂_t‖, the direction of what q_t unbinds from β (content
+            from the whole sequence) at the length of v_t. Computed by the Fourier form.
         pads_in_beta: the authors' padding (their code, commit 8a127d1): β = Σ_t k_t ⊛ v_t over every
             position, pads included; padding is excluded from the softmax only (their −1e9 mask),
             so its weight and output are 0 but it changes every real output through β.
@@ -105,14 +112,15 @@ def hrr_attention(
         check_on_every_rank(q, k, v, key_padding_mask, causal, method, reduction)
     else:
         check_attention_inputs(q, k, v, key_padding_mask)
-        check_method(method, causal)
+    check_method(method, causal, output)
     dtype = hrr.compute_dtype(q.dtype)
     keep = keep_weights(key_padding_mask, dtype)
     if score_scale is not None and tuple(score_scale.shape) != (q.shape[1],):
         raise ValueError(f"score_scale must have shape (heads,) = ({q.shape[1]},), got {tuple(score_scale.shape)}")
     out, w = attend(
-        q.to(dtype), k.to(dtype), v.to(dtype), keep, causal, method, reduction, score_scale, pads_in_beta=pads_in_beta
-    )
+        q.to(dtype), k.to(dtype), v.to(dtype), keep, causal, method, reduction, score_scale, output,
+        pads_in_beta=pads_in_beta,
+    )  # fmt: skip
     if length_scale:
         out = out * position_counts([keep], [q.shape[-2]], causal, reduction, out)[0]
     out = out.to(q.dtype)

@@ -7,7 +7,8 @@ through the reduction::
     combine             s* = min_c s,  β = Σ_c β_c · (s_k*/s_k)(s_v*/s_v)  (or exclusive prefixes)
     scores(q, v, β)     a_t = cos(v_t, q_t† ⊛ β), t ∈ c  (causal: β_t = prefix + running sum in c)
 
-then :func:`~.weights.softmax_weights`. One process without chunking is one piece; the chunked
+then :func:`~.weights.softmax_weights`; the output is w_t v_t (the paper) or, with the retrieved
+output, w_t ‖v_t‖ v̂_t / ‖v̂_t‖ (:func:`retrieved_values`). One process without chunking is one piece; the chunked
 block (:mod:`hrrformer.chunked`) runs each step over its chunks (recomputing q, k, v in each).
 """
 
@@ -21,7 +22,7 @@ from .cosine import parseval_cosine
 from .range_control import downscale, downscales, scaled_eps2
 from .reduction import SequenceReduction
 
-__all__ = ["combine_superpositions", "scores", "superpose"]
+__all__ = ["combine_superpositions", "retrieved_values", "scores", "superpose"]
 
 
 def _masked(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
@@ -50,6 +51,20 @@ def combine_superpositions(
     return [reduction.total(at_common)] * len(parts), common
 
 
+def _unbinding(q, k, v, keep, beta, common, causal, exponent, eps):
+    """The spectra behind v̂_t = q_t† ⊛ β_t, in scaled variables (see :func:`scores`):
+    → (F(q'), F(v'), v', F(β') (B, h, T_c or 1, F), ε² for ‖v̂'‖, ε² for ‖v'‖, s_v)."""
+    s_q, s_v = downscales(q, v, exponent=exponent)
+    qf, vf = torch.fft.rfft(q * s_q, dim=-1), torch.fft.rfft(v * s_v, dim=-1)  # (B, h, T_c, F)
+    beta_f = torch.view_as_complex(beta.contiguous())[..., None, :]  # (B, h, 1, F)
+    if causal:
+        s_k = downscale(k, exponent)
+        bound = torch.fft.rfft(k * s_k, dim=-1) * vf * (common[0] / s_k) * (common[1] / s_v)  # at s*, exactly
+        beta_f = beta_f + _masked(bound, keep).cumsum(-2)  # (B, h, T_c, F)
+    eps2_vhat = scaled_eps2(eps, q.dtype, s_q, common[0], common[1])
+    return qf, vf, v * s_v, beta_f, eps2_vhat, scaled_eps2(eps, q.dtype, s_v), s_v
+
+
 def scores(
     q: torch.Tensor,
     k: torch.Tensor | None,
@@ -64,13 +79,25 @@ def scores(
     """a (B, h, T_c) against β (B, h, F, 2) at the common scales (s_k*, s_v*) (2, B, h, 1, 1). Causal:
     β holds the pieces before this one, and the running sum inside it is added (k is needed only then;
     ``keep`` weights that running sum only: the keep of β, :func:`~.weights.beta_keep`)."""
-    s_q, s_v = downscales(q, v, exponent=exponent)
-    qf, vf = torch.fft.rfft(q * s_q, dim=-1), torch.fft.rfft(v * s_v, dim=-1)  # (B, h, T_c, F)
-    beta_f = torch.view_as_complex(beta.contiguous())[..., None, :]  # (B, h, 1, F)
-    if causal:
-        s_k = downscale(k, exponent)
-        bound = torch.fft.rfft(k * s_k, dim=-1) * vf * (common[0] / s_k) * (common[1] / s_v)  # at s*, exactly
-        beta_f = beta_f + _masked(bound, keep).cumsum(-2)  # (B, h, T_c, F)
-    eps2_vhat = scaled_eps2(eps, q.dtype, s_q, common[0], common[1])
-    eps2_v = scaled_eps2(eps, q.dtype, s_v)
-    return parseval_cosine(qf, vf, v * s_v, beta_f, eps2_vhat, eps2_v)
+    qf, vf, v_, beta_f, eps2_vhat, eps2_v, _ = _unbinding(q, k, v, keep, beta, common, causal, exponent, eps)
+    return parseval_cosine(qf, vf, v_, beta_f, eps2_vhat, eps2_v)
+
+
+def retrieved_values(
+    q: torch.Tensor,
+    k: torch.Tensor | None,
+    v: torch.Tensor,
+    keep: torch.Tensor | None,
+    beta: torch.Tensor,
+    common: torch.Tensor,
+    causal: bool,
+    exponent: int,
+    eps: float,
+) -> torch.Tensor:
+    """‖v_t‖_ε · v̂_t / ‖v̂_t‖_ε (B, h, T_c, d): what query t unbinds from β (content of the whole
+    sequence), at the length of its own value. One inverse rfft; arguments as :func:`scores`."""
+    qf, _, v_, beta_f, eps2_vhat, eps2_v, s_v = _unbinding(q, k, v, keep, beta, common, causal, exponent, eps)
+    vhat = torch.fft.irfft(qf.conj() * beta_f, n=v.shape[-1], dim=-1)  # v̂' (B, h, T_c, d)
+    unit = vhat * torch.rsqrt(vhat.square().sum(-1, keepdim=True) + eps2_vhat[..., None])
+    v_norm = torch.sqrt(v_.square().sum(-1, keepdim=True) + eps2_v[..., None]) / s_v  # ‖v‖_ε (B, h, T_c, 1)
+    return unit * v_norm

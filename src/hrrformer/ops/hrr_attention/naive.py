@@ -18,11 +18,13 @@ def hrr_attention_reference(
     key_padding_mask: torch.Tensor | None = None,
     causal: bool = False,
     score_scale: torch.Tensor | None = None,
+    output: str = "value",
     pads_in_beta: bool = False,
 ) -> torch.Tensor:
     """HRR attention as the paper writes it, in the time domain. Slow; for tests.
 
     ``score_scale`` τ (h,): softmax over τ_h a_t instead of a_t (the score-scale variant).
+    ``output="retrieved"``: w_t ‖v_t‖_ε v̂_t / ‖v̂_t‖_ε instead of w_t v_t.
     ``pads_in_beta``: padding is bound into β like any position (the authors' padding) and is
     masked in the softmax only.
 
@@ -54,4 +56,9 @@ def hrr_attention_reference(
     scores = scores.masked_fill(~allowed, float("-inf")).masked_fill(nothing_allowed, 0.0)
     probs = scores.softmax(-1).masked_fill(~allowed, 0.0)
     w = probs.diagonal(dim1=-2, dim2=-1) if causal else probs[:, :, 0, :]  # (B, h, T)
-    return (w[..., None] * v_).to(q.dtype)
+    values = v_
+    if output == "retrieved":
+        vhat_norm = torch.sqrt(vhat.square().sum(-1, keepdim=True) + COSINE_EPS**2)  # (B, h, T, 1)
+        v_norm = torch.sqrt(v_.square().sum(-1, keepdim=True) + COSINE_EPS**2)
+        values = vhat / vhat_norm * v_norm
+    return (w[..., None] * values).to(q.dtype)

@@ -9,10 +9,13 @@ import torch
 from ... import collectives
 from .reduction import SequenceReduction
 
-__all__ = ["METHODS", "Method", "check_attention_inputs", "check_method", "check_on_every_rank"]
+__all__ = ["METHODS", "OUTPUTS", "Method", "Output", "check_attention_inputs", "check_method", "check_on_every_rank"]
 
 Method = Literal["auto", "circulant", "fourier"]
 METHODS = ("auto", "circulant", "fourier")
+#: what each position outputs: the paper's w_t v_t, or w_t ‖v_t‖ v̂_t / ‖v̂_t‖ (see fourier.py)
+Output = Literal["value", "retrieved"]
+OUTPUTS = ("value", "retrieved")
 _DTYPE_CODES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -39,11 +42,15 @@ def check_attention_inputs(
             raise ValueError(f"key_padding_mask must have shape (B, T) = {(b, t)}, got {tuple(key_padding_mask.shape)}")
 
 
-def check_method(method: str, causal: bool) -> None:
+def check_method(method: str, causal: bool, output: str = "value") -> None:
     if method not in METHODS:
         raise ValueError(f"method must be 'auto', 'circulant' or 'fourier', got {method!r}")
     if method == "circulant" and causal:
         raise ValueError("method='circulant' has no causal form (β would be a running d×d sum); use 'fourier'")
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    if method == "circulant" and output != "value":
+        raise ValueError(f"output={output!r} is computed by the Fourier form; use method='auto' or 'fourier'")
 
 
 def check_on_every_rank(

@@ -1,0 +1,132 @@
+"""The model's options: :class:`HrrformerConfig`, each field with its type, choices and help.
+
+Every field is an ``hrrformer train`` flag (``--length-scale`` for ``length_scale``) and a key of
+a run's ``config.json`` "model", generated from here by :mod:`hrrformer.options`, except those the
+data sets (``vocab_size``, ``num_classes``, ``pad_id``). Adding a model option is adding its
+field here and its implementation in the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+from .options import check_choices, option
+
+__all__ = ["HrrformerConfig"]
+
+_DATA = {"flag": False}  # set from the data, not by a flag
+
+
+@dataclass
+class HrrformerConfig:
+    """Everything that defines an Hrrformer's shape. ``mlp_dim`` defaults to 2 × ``dim``."""
+
+    vocab_size: int = option(256, "number of token ids (set from the data)", **_DATA)
+    max_len: int = option(1024, "longest input in tokens; longer ones are truncated")
+    dim: int = option(128, "embedding width D (a multiple of --heads)")
+    heads: int = option(4, "attention heads")
+    layers: int = option(1, "encoder blocks")
+    mlp_dim: int | None = option(None, "hidden units of each block's MLP (none: 2 × --dim)")
+    dropout: float = option(0.1, "dropout probability, in [0, 1)")
+    pos_embedding: Literal["learned", "sinusoidal"] = option(
+        "learned", "positions: a learned table (max_len × dim) or fixed sinusoids (no table)"
+    )
+    norm: Literal["pre", "post", "pre_mlp"] = option(
+        "pre",
+        "LayerNorm before (pre) or after (post) each residual branch, or before the MLP only "
+        "(pre_mlp: x + attn(x), x + MLP(LN x), the authors' ListOps and Pathfinder)",
+    )
+    pooling: Literal["mean", "cls"] = option("mean", "classify the mean over real tokens or a CLS token")
+    num_classes: int = option(2, "number of classes (set from the data)", **_DATA)
+    attention: Literal["hrr", "softmax"] = option("hrr", "HRR attention (linear in T) or its softmax twin")
+    pad_id: int | None = option(
+        0, "the padding token id, masked everywhere (the data's; none: no padding, every position is real)", **_DATA
+    )
+    causal: bool = option(False, "attend to positions ≤ t only")
+    projection: bool = option(False, "hrr: project q and k to a unit-magnitude spectrum before binding")
+    length_scale: bool = option(
+        False,
+        "hrr: multiply the attention output by the number of real positions, n·w_t·v_t "
+        "(the paper's w_t·v_t is ~1/T the size of the residual; EXPERIMENTS.md)",
+    )
+    score_scale: float | None = option(
+        None,
+        "hrr: per-head score scale τ, w = softmax(τ·a) (the paper's cosine scores in [-1, 1] keep every "
+        "weight within e² of uniform); none: the paper (τ = 1)",
+        metavar="TAU",
+    )
+    learn_score_scale: bool = option(False, "hrr: learn the score scale τ per head, from --score-scale")
+    hrr_output: Literal["value", "retrieved"] = option(
+        "value",
+        "hrr: what position t outputs: value (the paper, w_t·v_t) or retrieved (w_t·|v_t|·v̂_t/|v̂_t|, "
+        "what q_t unbinds from the superposition: content from the whole sequence)",
+    )
+    activation_checkpointing: bool = option(False, "recompute activations in backward")
+    chunk_size: int | None = option(
+        None,
+        "sequence chunking (hrr): run each block over N positions at a time, recomputing in backward; "
+        "for inputs of 10^5-10^6+ tokens (hrrformer.chunked)",
+        metavar="N",
+    )
+    # The authors' networks (docs/AUTHORS.md, tasks.AUTHORS_NETWORKS); the defaults are ours.
+    embedding_norm: bool = option(False, "LayerNorm after the embedding dropout (the authors' ListOps and Retrieval)")
+    mlp_activation: Literal["gelu", "gelu_tanh", "relu"] = option(
+        "gelu", "the MLP's activation: exact GELU, its tanh form (Flax's nn.gelu, the authors' LRA) or ReLU"
+    )
+    mlp_out_bias: bool = option(True, "a bias in the MLP's second Linear (the authors' LRA MLPs have none)")
+    head_activation: Literal["relu", "gelu", "gelu_tanh"] = option(
+        "relu", "the classifier head's activation (the authors' LRA head: gelu_tanh)"
+    )
+    head_width: Literal["mlp_dim", "dim"] = option(
+        "mlp_dim", "the head's hidden width: --mlp-dim, or --dim as the authors' Dense(d)"
+    )
+    final_norm: bool = option(True, "LayerNorm on the encoder's output before pooling (the authors have none)")
+    attention_bias: bool = option(False, "biases in the q, k, v and output projections (the authors' malware net)")
+    norm_eps: float = option(1e-5, "ε of every LayerNorm (PyTorch's 1e-5; Flax's, the authors', 1e-6)")
+    authors_padding: bool = option(
+        False, "the authors' padding: pads enter β and the mean pooling, masked in the softmax only (off: pad-exact)"
+    )
+    cls_position: bool = option(
+        True, "CLS pooling: the CLS token takes position 0, tokens 1..T (off: the authors' malware, no position)"
+    )
+
+    def __post_init__(self) -> None:
+        if self.mlp_dim is None:
+            self.mlp_dim = 2 * self.dim
+        for name in ("vocab_size", "max_len", "dim", "heads", "layers", "mlp_dim", "num_classes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"HrrformerConfig.{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.dim % self.heads:
+            raise ValueError(f"HrrformerConfig.dim ({self.dim}) must be divisible by heads ({self.heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"HrrformerConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.pad_id is not None and not 0 <= self.pad_id < self.vocab_size:
+            raise ValueError(f"HrrformerConfig.pad_id ({self.pad_id}) must be in [0, vocab_size={self.vocab_size})")
+        check_choices(self)
+        for name in ("length_scale", "score_scale", "learn_score_scale", "hrr_output"):
+            if getattr(self, name) not in (None, False, "value") and self.attention != "hrr":
+                raise ValueError(f"HrrformerConfig.{name} needs attention='hrr'")
+        if not self.norm_eps > 0:
+            raise ValueError(f"HrrformerConfig.norm_eps must be > 0, got {self.norm_eps}")
+        if self.learn_score_scale and self.score_scale is None:
+            raise ValueError("HrrformerConfig.learn_score_scale needs a score_scale to start from")
+        if self.chunk_size is not None:
+            if self.chunk_size < 1:
+                raise ValueError(f"HrrformerConfig.chunk_size must be ≥ 1 or None, got {self.chunk_size}")
+            if self.attention != "hrr":
+                raise ValueError(
+                    "HrrformerConfig.chunk_size needs attention='hrr': softmax attention couples every pair "
+                    "of positions, so a chunk cannot be computed from a small summary of the others"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> HrrformerConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown HrrformerConfig keys: {unknown}")
+        return cls(**values)
