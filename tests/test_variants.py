@@ -196,3 +196,12 @@ def test_pads_in_beta_pads_get_zero_weight_and_real_weights_sum_to_one():
     _, w = hrr_attention(q, k, v, mask, pads_in_beta=True, return_weights=True)
     assert torch.equal(w.masked_fill(mask[:, None, :], 0.0), w)
     torch.testing.assert_close(w.sum(-1), torch.ones_like(w.sum(-1)))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_pads_in_beta_with_the_retrieved_output_equals_reference(causal):
+    q, k, v = random_qkv(3, 2, 17, 7, seed=8)
+    mask = random_padding(3, 17, seed=8)
+    options = dict(causal=causal, output="retrieved", pads_in_beta=True)
+    fast = hrr_attention(q, k, v, mask, method="fourier", **options)
+    assert (fast - hrr_attention_reference(q, k, v, mask, **options)).abs().max().item() < 1e-9
