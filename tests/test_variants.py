@@ -14,7 +14,7 @@ from test_attention import random_padding, random_qkv
 
 FORMS = [(False, "circulant"), (False, "fourier"), (True, "fourier")]
 TAUS = torch.tensor([0.5, 7.0, -3.0], dtype=torch.float64)  # per head; a negative scale too
-RETRIEVED_FORMS = [(False, "auto"), (False, "fourier"), (True, "auto")]
+RETRIEVED_FORMS = [(False, "circulant"), (False, "fourier"), (True, "auto")]
 
 
 @pytest.mark.parametrize("causal,method", RETRIEVED_FORMS)
@@ -34,7 +34,12 @@ def test_retrieved_output_equals_reference(causal, method, shape, scaled):
 def test_retrieved_output_gradcheck_padding_and_causality(causal):
     q, k, v = random_qkv(3, 2, 6, 5, requires_grad=True, seed=4)
     mask = random_padding(3, 6, seed=3)
-    assert torch.autograd.gradcheck(lambda a, b, c: hrr_attention(a, b, c, mask, causal, output="retrieved"), (q, k, v))
+    tau = TAUS[:2].clone().requires_grad_()
+    for method in ("circulant", "fourier") if not causal else ("fourier",):
+        assert torch.autograd.gradcheck(
+            lambda a, b, c, t, m=method: hrr_attention(a, b, c, mask, causal, m, score_scale=t, output="retrieved"),
+            (q, k, v, tau),
+        )
     q, k, v = (x.detach() for x in (q, k, v))
     extra = random_qkv(3, 2, 4, 5, seed=9)
     padded = [torch.cat([x, e], dim=2) for x, e in zip((q, k, v), extra)]
@@ -54,14 +59,26 @@ def test_retrieved_output_gradcheck_padding_and_causality(causal):
         )
 
 
-def test_retrieved_output_is_refused_by_the_circulant_form_and_checked():
+def test_retrieved_output_is_checked():
     q, k, v = random_qkv(1, 1, 4, 4)
-    with pytest.raises(ValueError, match="Fourier form"):
-        hrr_attention(q, k, v, method="circulant", output="retrieved")
     with pytest.raises(ValueError, match="output must be one of"):
         hrr_attention(q, k, v, output="nope")
-    with pytest.raises(ValueError, match="Fourier form"):
-        HrrAttention(8, 2, method="circulant", output="retrieved")
+    with pytest.raises(ValueError, match="output must be one of"):
+        HrrAttention(8, 2, output="nope")
+
+
+@pytest.mark.parametrize("scale", [1e5, 1e20, 1e36])
+def test_retrieved_output_range_control(scale):
+    """float32 inputs far past the plain formula's range: both forms stay finite and agree."""
+    q, k, v = (x.float() * scale for x in random_qkv(2, 2, 9, 8, seed=6))
+    outs = []
+    for method in ("circulant", "fourier"):
+        x = [t.clone().requires_grad_() for t in (q, k, v)]
+        out = hrr_attention(*x, method=method, output="retrieved")
+        (out / scale).sum().backward()
+        assert torch.isfinite(out).all() and all(torch.isfinite(t.grad).all() for t in x), method
+        outs.append(out / scale)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("causal,method", FORMS)
@@ -198,10 +215,22 @@ def test_pads_in_beta_pads_get_zero_weight_and_real_weights_sum_to_one():
     torch.testing.assert_close(w.sum(-1), torch.ones_like(w.sum(-1)))
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_pads_in_beta_with_the_retrieved_output_equals_reference(causal):
+@pytest.mark.parametrize("causal,method", FORMS)
+def test_pads_in_beta_with_the_retrieved_output_equals_reference(causal, method):
     q, k, v = random_qkv(3, 2, 17, 7, seed=8)
     mask = random_padding(3, 17, seed=8)
     options = dict(causal=causal, output="retrieved", pads_in_beta=True)
-    fast = hrr_attention(q, k, v, mask, method="fourier", **options)
+    fast = hrr_attention(q, k, v, mask, method=method, **options)
     assert (fast - hrr_attention_reference(q, k, v, mask, **options)).abs().max().item() < 1e-9
+
+
+@pytest.mark.parametrize("causal,method", FORMS)
+def test_pads_in_beta_with_the_retrieved_output_gradcheck(causal, method):
+    q, k, v = random_qkv(3, 2, 6, 5, requires_grad=True, seed=4)
+    mask = random_padding(3, 6, seed=3)
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: hrr_attention(
+            a, b, c, mask, causal=causal, method=method, output="retrieved", pads_in_beta=True
+        ),
+        (q, k, v),
+    )

@@ -137,7 +137,7 @@ class HrrAttention(_MultiHeadAttention):
     None (default): the paper's formula.
     ``output="retrieved"``: position t outputs w_t ‖v_t‖ v̂_t / ‖v̂_t‖, the direction of what its
     query unbinds from β (content from the whole sequence), instead of the paper's w_t v_t (its own
-    value times one scalar). Computed by the Fourier form.
+    value times one scalar).
     ``pads_in_beta=True``: the authors' padding, pads bound into β and masked in the softmax only
     (see :func:`~hrrformer.ops.hrr_attention.hrr_attention`).
     Dropout is applied to the merged heads before the output projection.

@@ -31,12 +31,13 @@ def attend(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(out (B, h, T, d), w (B, h, T)) in the compute dtype; q, k, v already in it, keep (B, 1, T).
 
-    ``method``: circulant (non-causal, output "value"; default then) or fourier (one piece: this
+    ``method``: circulant (non-causal; default then) or fourier (one piece: this
     process's part). ``score_scale``: τ (h,) or None: w = softmax(τ a). ``output``: "value" (the
     paper: w_t v_t) or "retrieved" (w_t ‖v_t‖ v̂_t / ‖v̂_t‖). ``pads_in_beta``: padding enters β (the
     authors' padding), and is excluded from the softmax only."""
-    if method == "circulant" or (method == "auto" and not causal and output == "value"):
-        return CirculantHrrAttention.apply(q, k, v, keep, eps, reduction, score_scale, pads_in_beta)
+    if method == "circulant" or (method == "auto" and not causal):
+        retrieved = output == "retrieved"
+        return CirculantHrrAttention.apply(q, k, v, keep, eps, reduction, score_scale, retrieved, pads_in_beta)
     exponent = safe_exponent(q.dtype, reduction.sequence_length(q.shape[-2]), q.shape[-1])
     keep_b = beta_keep(keep, pads_in_beta)
     part, scale = superpose(k, v, keep_b, exponent)
@@ -88,7 +89,7 @@ def hrr_attention(
             (clamped) lets them focus. None: the paper (τ = 1). Differentiable.
         output: what position t outputs: ``"value"`` (the paper: w_t v_t, v_t times one scalar) or
             ``"retrieved"``: w_t ‖v_t‖ v̂_t / ‖v̂_t‖, the direction of what q_t unbinds from β (content
-            from the whole sequence) at the length of v_t. Computed by the Fourier form.
+            from the whole sequence) at the length of v_t.
         pads_in_beta: the authors' padding (their code, commit 8a127d1): β = Σ_t k_t ⊛ v_t over every
             position, pads included; padding is excluded from the softmax only (their −1e9 mask),
             so its weight and output are 0 but it changes every real output through β.

@@ -39,10 +39,11 @@ def hankel(beta: torch.Tensor) -> torch.Tensor:
 class CirculantHrrAttention(torch.autograd.Function):
     """Non-causal HRR attention weights and output by matrix multiplies, with a hand-derived backward.
 
-    ``apply(q, k, v, keep, eps, reduction, score_scale, pads_in_beta)`` → (out = w·v (B, h, T, d),
+    ``apply(q, k, v, keep, eps, reduction, score_scale, retrieved, pads_in_beta)`` → (out (B, h, T, d),
     w (B, h, T)); w has no gradient of its own (it is returned for attention maps). ``score_scale``:
-    τ (h,) or None; w = softmax(τ a) (:mod:`.weights`). ``pads_in_beta``: the m of β below is 1 at
-    every position (the authors' padding); the softmax still excludes padding.
+    τ (h,) or None; w = softmax(τ a) (:mod:`.weights`). out = w v, or with ``retrieved`` w u,
+    u = ‖v‖_ε v̂ / ‖v̂‖_ε (v̂ is computed anyway: no extra cost). ``pads_in_beta``: the m of β below
+    is 1 at every position (the authors' padding); the softmax still excludes padding.
 
     Forward:  M = (m⊙K)ᵀV, β = Σ_sequence diagsum(M), C = hankel(β), V̂ = QC,
               a = ⟨v, v̂⟩ r_v̂ r_v with r_x = (‖x‖² + ε²)^(-1/2), w = softmax(τ a), out = w v.
@@ -52,6 +53,8 @@ class CirculantHrrAttention(torch.autograd.Function):
               ∂L/∂v = w g + g_a (r_v̂ r_v v̂ − a r_v² v) + (m⊙K) G,
               ∂L/∂q = (∂L/∂v̂) Cᵀ,  ∂L/∂β = Σ_sequence diagsum(Qᵀ ∂L/∂v̂),  G = hankel(∂L/∂β),
               ∂L/∂k = m ⊙ (V Gᵀ).
+    Retrieved output (out = w u): g_w = ⟨g, u⟩, ∂L/∂v̂ gains (‖v‖/‖v̂‖)(w g − ⟨w g, v̂⟩ v̂/‖v̂‖²),
+              and ∂L/∂v gains w ⟨g, v̂⟩ v / (‖v̂‖ ‖v‖) in place of w g.
     Scores are computed from q' = s_q q, k' = s_k k, v' = s_v v (exact powers of two, see
     :mod:`.range_control`); s_k rides on the mask, s_q on the d×d matrix C, so only v' is a new
     full-size tensor. Only q, k, v', C and four (B, h, T) vectors are kept; V̂ is recomputed in
@@ -60,7 +63,9 @@ class CirculantHrrAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, keep, eps: float, reduction: SequenceReduction, score_scale=None, pads_in_beta=False):
+    def forward(
+        ctx, q, k, v, keep, eps, reduction: SequenceReduction, score_scale=None, retrieved=False, pads_in_beta=False
+    ):
         exponent = safe_exponent(q.dtype, reduction.sequence_length(q.shape[-2]), q.shape[-1])
         s_q, s_k, s_v = downscales(q, k, v, exponent=exponent)  # (B, h, 1, 1)
         s_k, s_v = reduction.minimum([torch.stack([s_k, s_v])]).unbind(0)  # the whole sequence's
@@ -74,19 +79,26 @@ class CirculantHrrAttention(torch.autograd.Function):
         r_vhat = inv_norm(vhat, scaled_eps2(eps, q.dtype, s_q, s_k, s_v))  # (B, h, T)
         r_v = inv_norm(v_, scaled_eps2(eps, q.dtype, s_v))  # (B, h, T)
         a = rowdot(vhat, v_) * r_vhat * r_v  # (B, h, T), the same as unscaled
-        del vhat
         [w] = softmax_weights([a], [keep], False, reduction, score_scale)  # (B, h, T)
-        ctx.reduction = reduction
+        ctx.reduction, ctx.retrieved = reduction, retrieved
         ctx.save_for_backward(q, k, v_, keep_b, circ, a, w, r_vhat, r_v, s_q, s_k, s_v, score_scale)
         ctx.mark_non_differentiable(w)
+        if retrieved:  # u = ‖v‖ v̂ / ‖v̂‖ = v̂' r_v̂ / (s_v r_v), in place of v̂'
+            return vhat.mul_((w * r_vhat / (r_v * s_v[..., 0]))[..., None]), w
+        del vhat
         return w[..., None] * v, w  # (B, h, T, d), (B, h, T)
 
     @staticmethod
     def backward(ctx, g_out, _g_w):
         # In the scaled variables (primes); ∂L/∂x = s_x ∂L/∂x', with each s_x folded into a small factor.
         q, k, v_, keep_b, circ, a, w, r_vhat, r_v, s_q, s_k, s_v, score_scale = ctx.saved_tensors
-        reduction = ctx.reduction
-        g_w = rowdot(g_out, v_) / s_v[..., 0]  # ⟨g, v⟩ (B, h, T)
+        reduction, s_q1, s_v1 = ctx.reduction, s_q[..., 0], s_v[..., 0]
+        vhat = q @ (circ * s_q)  # v̂' (B, h, T, d), recomputed rather than stored
+        if ctx.retrieved:  # out = w u, u = gain · v̂', gain = r_v̂ / (s_v r_v) = ‖v‖ r_v̂'
+            gain, g_dot_vhat = r_vhat / (r_v * s_v1), rowdot(g_out, vhat)  # (B, h, T)
+            g_w = gain * g_dot_vhat  # ⟨g, u⟩
+        else:
+            g_w = rowdot(g_out, v_) / s_v1  # ⟨g, v⟩ (B, h, T)
         g_a = w * (g_w - reduction.total([(w * g_w).sum(-1, keepdim=True)]))  # g_s (B, h, T)
         g_scale = None
         if score_scale is not None:
@@ -94,17 +106,23 @@ class CirculantHrrAttention(torch.autograd.Function):
             g_scale = ((a * g_a).sum((0, 2)) * inside).to(score_scale.dtype)  # (h,)
             g_a = g_a * score_scale.clamp(-MAX_SCORE_SCALE, MAX_SCORE_SCALE).to(a.dtype)[:, None]
         g_num = g_a * r_vhat * r_v  # (B, h, T)
-        vhat = q @ (circ * s_q)  # v̂' (B, h, T, d), recomputed rather than stored
         g_v = (g_num[..., None] * vhat).addcmul_((g_a * a * r_v.square())[..., None], v_, value=-1)  # ∂L/∂v' (score)
         # h = s_q ∂L/∂v̂', in place of v̂': then ∂L/∂q = h C'ᵀ and qᵀh = q'ᵀ ∂L/∂v̂'.
-        s_q1 = s_q[..., 0]
-        h = vhat.mul_((g_a * a * r_vhat.square() * s_q1).neg_()[..., None]).addcmul_((g_num * s_q1)[..., None], v_)
+        coef_vhat = g_a * a * r_vhat.square()  # score: −coef v̂' + g_num v'
+        if ctx.retrieved:  # output: gain (w g − r_v̂'² ⟨w g, v̂'⟩ v̂')
+            coef_vhat = coef_vhat + w * gain * g_dot_vhat * r_vhat.square()
+        h = vhat.mul_((coef_vhat * s_q1).neg_()[..., None]).addcmul_((g_num * s_q1)[..., None], v_)
+        if ctx.retrieved:
+            h.addcmul_((w * gain * s_q1)[..., None], g_out)
         g_q = h @ circ.transpose(-1, -2)  # (B, h, T, d)
         g_beta = reduction.total([wrapped_diagonal_sums(q.transpose(-1, -2) @ h).contiguous()])  # (B, h, d)
         g_mkv = hankel(g_beta)  # G' (B, h, d, d)
         del h
         coef_k = s_k if keep_b is None else keep_b[..., None] * s_k  # m s_k, (B, h or 1, T or 1, 1)
         g_v += (k * coef_k) @ g_mkv  # + (m⊙k') G'
-        g_v.mul_(s_v).addcmul_(w[..., None], g_out)  # ∂L/∂v = s_v ∂L/∂v' + w g
+        if ctx.retrieved:  # ∂L/∂v = s_v ∂L/∂v' + w ⟨g, v̂'⟩ r_v̂' r_v v' (through ‖v‖)
+            g_v.mul_(s_v).addcmul_((w * g_dot_vhat * r_vhat * r_v)[..., None], v_)
+        else:  # ∂L/∂v = s_v ∂L/∂v' + w g
+            g_v.mul_(s_v).addcmul_(w[..., None], g_out)
         g_k = (v_ @ g_mkv.transpose(-1, -2)).mul_(coef_k)  # ∂L/∂k = s_k m ⊙ (v' G'ᵀ)
-        return g_q, g_k, g_v, None, None, None, g_scale, None
+        return g_q, g_k, g_v, None, None, None, g_scale, None, None

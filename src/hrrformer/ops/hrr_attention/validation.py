@@ -49,8 +49,6 @@ def check_method(method: str, causal: bool, output: str = "value") -> None:
         raise ValueError("method='circulant' has no causal form (β would be a running d×d sum); use 'fourier'")
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
-    if method == "circulant" and output != "value":
-        raise ValueError(f"output={output!r} is computed by the Fourier form; use method='auto' or 'fourier'")
 
 
 def check_on_every_rank(
