@@ -46,6 +46,20 @@ CASES = {
     "causal_length_scale_cls": dict(pooling="cls", causal=True, length_scale=True),
     "score_scale_retrieved": dict(score_scale=5.0, learn_score_scale=True, hrr_output="retrieved"),
     "causal_retrieved_cls": dict(pooling="cls", causal=True, hrr_output="retrieved", score_scale=3.0),
+    "authors_listops": dict(
+        authors_padding=True,
+        norm="pre_mlp",
+        embedding_norm=True,
+        final_norm=False,
+        mlp_out_bias=False,
+        mlp_activation="gelu_tanh",
+        head_activation="gelu_tanh",
+        head_width="dim",
+        norm_eps=1e-6,
+    ),
+    "authors_binaries": dict(pooling="cls", cls_position=False, attention_bias=True, authors_padding=True),
+    "authors_padding_causal": dict(authors_padding=True, causal=True),
+    "authors_retrieved_causal": dict(authors_padding=True, causal=True, hrr_output="retrieved"),
 }
 
 

@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from hrrformer import Hrrformer, HrrformerConfig, HrrformerDualEncoder
+from hrrformer.parallel import enable_sequence_parallel
+from hrrformer.tasks import AUTHORS_NETWORKS
 
 
 def tiny_config(**overrides) -> HrrformerConfig:
@@ -14,7 +16,7 @@ def tiny_config(**overrides) -> HrrformerConfig:
 
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 @pytest.mark.parametrize("pos_embedding", ["learned", "sinusoidal"])
-@pytest.mark.parametrize("norm", ["pre", "post"])
+@pytest.mark.parametrize("norm", ["pre", "post", "pre_mlp"])
 @pytest.mark.parametrize("attention", ["hrr", "softmax"])
 def test_logits_ignore_padding(pooling, pos_embedding, norm, attention):
     torch.manual_seed(0)
@@ -125,3 +127,70 @@ def test_tiny_hrrformer_learns_long_range_presence_task():
         tokens, labels = symbol_presence_batch(512, 1000, g)
         accuracy = (model(tokens).argmax(-1) == labels).float().mean().item()
     assert accuracy >= 0.95, accuracy
+
+
+def test_defaults_are_our_network():
+    model = Hrrformer(tiny_config(mlp_dim=24))
+    block, enc = model.encoder.blocks[0], model.encoder
+    assert isinstance(block.norm1, torch.nn.LayerNorm) and block.norm1.eps == 1e-5
+    assert type(block.mlp[1]) is torch.nn.GELU and block.mlp[1].approximate == "none"
+    assert block.mlp[2].bias is not None and block.attn.qkv_proj.bias is None
+    assert isinstance(enc.final_norm, torch.nn.LayerNorm) and enc.embedding_norm is None
+    assert isinstance(model.head[1], torch.nn.ReLU) and model.head[0].out_features == 24
+
+
+def test_authors_options_shape_the_network():
+    config = tiny_config(
+        mlp_dim=24, norm="pre_mlp", embedding_norm=True, mlp_activation="gelu_tanh", mlp_out_bias=False,
+        head_activation="gelu_tanh", head_width="dim", final_norm=False, attention_bias=True, norm_eps=1e-6,
+    )  # fmt: skip
+    model = Hrrformer(config)
+    block, enc = model.encoder.blocks[0], model.encoder
+    names = set(model.state_dict())
+    assert not any(".norm1." in n for n in names) and "encoder.blocks.0.norm2.weight" in names
+    assert "encoder.embedding_norm.weight" in names and not any("final_norm" in n for n in names)
+    assert "encoder.blocks.0.mlp.2.bias" not in names and "encoder.blocks.0.attn.qkv_proj.bias" in names
+    assert block.mlp[1].approximate == "tanh" and model.head[1].approximate == "tanh"
+    assert model.head[0].out_features == 16 and block.norm2.eps == 1e-6 and enc.embedding_norm.eps == 1e-6
+    assert isinstance(Hrrformer(tiny_config(mlp_activation="relu")).encoder.blocks[0].mlp[1], torch.nn.ReLU)
+    with pytest.raises(ValueError, match="norm_eps"):
+        tiny_config(norm_eps=0.0)
+    with pytest.raises(ValueError, match="mlp_activation"):
+        tiny_config(mlp_activation="swish")
+    for network in AUTHORS_NETWORKS.values():  # every authors' network is a valid config
+        Hrrformer(tiny_config(**network))
+
+
+@pytest.mark.parametrize("attention", ["hrr", "softmax"])
+def test_authors_padding_lets_pads_change_the_logits(attention):
+    torch.manual_seed(0)
+    model = Hrrformer(tiny_config(authors_padding=True, attention=attention)).double().eval()
+    tokens = torch.randint(1, 20, (3, 20))
+    padded = torch.cat([tokens, torch.zeros(3, 17, dtype=torch.long)], dim=1)
+    assert (model(padded) - model(tokens)).abs().max() > 1e-3  # pads enter the mean (and, HRR, β)
+    x, mask = model.encoder.embed(padded, padded == 0)
+    # mean over all positions, pads included, of the last block's output (final norm on)
+    for block in model.encoder.blocks:
+        x = block(x, mask)
+    torch.testing.assert_close(model.encoder(padded), model.encoder.final_norm(x).mean(1))
+
+
+def test_cls_without_position_and_no_pad_id():
+    torch.manual_seed(0)
+    config = tiny_config(pooling="cls", cls_position=False, max_len=12)
+    model = Hrrformer(config).double().eval()
+    enc = model.encoder
+    assert enc.position_embedding.num_embeddings == 12  # no row for the CLS token
+    tokens = torch.randint(1, 20, (2, 12))
+    x, mask = enc.embed(tokens, tokens == 0)
+    torch.testing.assert_close(x[:, 0], enc.cls[0].expand(2, -1))
+    torch.testing.assert_close(x[:, 1:], enc.token_embedding(tokens) + enc.position_embedding.weight)
+    assert not mask.any()
+    no_pad = Hrrformer(tiny_config(pad_id=None)).double().eval()
+    zeros = torch.cat([tokens[:, :5], torch.zeros(2, 4, dtype=torch.long)], dim=1)
+    assert (no_pad(zeros) - no_pad(tokens[:, :5])).abs().max() > 1e-3  # token 0 is an ordinary token
+
+
+def test_sequence_parallel_refuses_authors_padding():
+    with pytest.raises(ValueError, match="authors_padding"):
+        enable_sequence_parallel(Hrrformer(tiny_config(authors_padding=True)), group=object())

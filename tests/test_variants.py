@@ -1,4 +1,5 @@
-"""Attention variants of the kernel (score scale, retrieved output), held to the same standard as the paper's form:
+"""Attention variants of the kernel (score scale, retrieved output, the authors' padding: pads in β), held to the
+same standard as the paper's form:
 the plain reference (< 1e-9, float64), gradcheck, padding invariance, causality; chunked and
 sequence-parallel equality are in tests/test_chunked.py and tests/test_parallel.py."""
 
@@ -7,6 +8,7 @@ import torch
 
 from hrrformer import HrrAttention, hrr_attention
 from hrrformer.attention import hrr_attention_reference
+from hrrformer.bench_methods import authors_hrr_attention
 from hrrformer.ops.hrr_attention.weights import MAX_SCORE_SCALE
 from test_attention import random_padding, random_qkv
 
@@ -156,3 +158,79 @@ def test_layer_learns_its_score_scale():
         HrrAttention(12, 3, learn_score_scale=True)
     with pytest.raises(ValueError, match=r"shape \(heads,\)"):
         hrr_attention(*random_qkv(1, 3, 4, 4), score_scale=torch.ones(2))
+
+
+# ---------------------------------------------------------------- the authors' padding: pads in β, softmax only
+
+
+@pytest.mark.parametrize("causal,method", FORMS)
+@pytest.mark.parametrize("shape", [(3, 3, 17, 7), (4, 2, 33, 16), (3, 1, 1, 4)])
+def test_pads_in_beta_equals_reference(causal, method, shape):
+    q, k, v = random_qkv(*shape)
+    mask = random_padding(shape[0], shape[2], seed=2)
+    fast = hrr_attention(q, k, v, mask, causal=causal, method=method, pads_in_beta=True)
+    ref = hrr_attention_reference(q, k, v, mask, causal=causal, pads_in_beta=True)
+    assert (fast - ref).abs().max().item() < 1e-9
+    if mask.any() and shape[2] > 1:  # the option changes the output: pads do enter β
+        assert (ref - hrr_attention_reference(q, k, v, mask, causal=causal)).abs().max().item() > 1e-3
+
+
+def test_pads_in_beta_is_the_authors_attention():
+    """Against a transcription of their SelfAttention (complex FFTs, −1e9 mask, cosine without our ε)."""
+    q, k, v = random_qkv(3, 2, 20, 8, seed=6)
+    mask = random_padding(3, 20, seed=6)
+    ours = hrr_attention(q, k, v, mask, pads_in_beta=True)
+    assert (ours - authors_hrr_attention(q, k, v, mask)).abs().max().item() < 1e-9
+
+
+@pytest.mark.parametrize("causal,method", FORMS)
+def test_pads_in_beta_gradcheck(causal, method):
+    q, k, v = random_qkv(3, 2, 6, 5, requires_grad=True, seed=4)
+    mask = random_padding(3, 6, seed=3)
+    tau = TAUS[:2].clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda a, b, c, t: hrr_attention(a, b, c, mask, causal=causal, method=method, score_scale=t, pads_in_beta=True),
+        (q, k, v, tau),
+    )
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_pads_in_beta_gradients_match_the_reference(causal):
+    q, k, v = random_qkv(2, 3, 12, 8, requires_grad=True, seed=5)
+    mask = random_padding(2, 12, seed=5)
+    upstream = torch.randn(2, 3, 12, 8, dtype=torch.float64)
+    fast = torch.autograd.grad((hrr_attention(q, k, v, mask, causal, pads_in_beta=True) * upstream).sum(), (q, k, v))
+    ref = torch.autograd.grad(
+        (hrr_attention_reference(q, k, v, mask, causal, pads_in_beta=True) * upstream).sum(), (q, k, v)
+    )
+    for f, r in zip(fast, ref):
+        assert (f - r).abs().max().item() < 1e-9
+
+
+def test_pads_in_beta_pads_get_zero_weight_and_real_weights_sum_to_one():
+    q, k, v = random_qkv(3, 2, 15, 6)
+    mask = random_padding(3, 15, seed=1)
+    _, w = hrr_attention(q, k, v, mask, pads_in_beta=True, return_weights=True)
+    assert torch.equal(w.masked_fill(mask[:, None, :], 0.0), w)
+    torch.testing.assert_close(w.sum(-1), torch.ones_like(w.sum(-1)))
+
+
+@pytest.mark.parametrize("causal,method", FORMS)
+def test_pads_in_beta_with_the_retrieved_output_equals_reference(causal, method):
+    q, k, v = random_qkv(3, 2, 17, 7, seed=8)
+    mask = random_padding(3, 17, seed=8)
+    options = dict(causal=causal, output="retrieved", pads_in_beta=True)
+    fast = hrr_attention(q, k, v, mask, method=method, **options)
+    assert (fast - hrr_attention_reference(q, k, v, mask, **options)).abs().max().item() < 1e-9
+
+
+@pytest.mark.parametrize("causal,method", FORMS)
+def test_pads_in_beta_with_the_retrieved_output_gradcheck(causal, method):
+    q, k, v = random_qkv(3, 2, 6, 5, requires_grad=True, seed=4)
+    mask = random_padding(3, 6, seed=3)
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: hrr_attention(
+            a, b, c, mask, causal=causal, method=method, output="retrieved", pads_in_beta=True
+        ),
+        (q, k, v),
+    )

@@ -138,6 +138,8 @@ class HrrAttention(_MultiHeadAttention):
     ``output="retrieved"``: position t outputs w_t ‖v_t‖ v̂_t / ‖v̂_t‖, the direction of what its
     query unbinds from β (content from the whole sequence), instead of the paper's w_t v_t (its own
     value times one scalar).
+    ``pads_in_beta=True``: the authors' padding, pads bound into β and masked in the softmax only
+    (see :func:`~hrrformer.ops.hrr_attention.hrr_attention`).
     Dropout is applied to the merged heads before the output projection.
     """
 
@@ -154,9 +156,11 @@ class HrrAttention(_MultiHeadAttention):
         score_scale: float | None = None,
         learn_score_scale: bool = False,
         output: Output = "value",
+        pads_in_beta: bool = False,
     ) -> None:
         super().__init__(embed_dim, num_heads, bias=bias, dropout=dropout, causal=causal)
         self.projection, self.method, self.length_scale, self.output = projection, method, length_scale, output
+        self.pads_in_beta = pads_in_beta
         check_method(method, causal, output)
         if learn_score_scale and score_scale is None:
             raise ValueError("learn_score_scale=True needs a score_scale to start from")
@@ -176,7 +180,8 @@ class HrrAttention(_MultiHeadAttention):
             q, k = hrr.projection(q), hrr.projection(k)
         out, w = hrr_attention(
             q, k, v, key_padding_mask, causal=self.causal, method=self.method,
-            reduction=reduction, length_scale=self.length_scale, score_scale=self.score_scale, output=self.output, return_weights=True,
+            reduction=reduction, length_scale=self.length_scale, score_scale=self.score_scale, output=self.output,
+            pads_in_beta=self.pads_in_beta, return_weights=True,
         )  # fmt: skip
         if self.record_weights:
             self.last_weights = w

@@ -34,7 +34,7 @@ from .attention import HrrAttention
 from .ops.hrr_attention import COSINE_EPS, LOCAL, SequenceReduction
 from .ops.hrr_attention.fourier import combine_superpositions, retrieved_values, scores, superpose
 from .ops.hrr_attention.range_control import safe_exponent
-from .ops.hrr_attention.weights import keep_weights, position_counts, softmax_weights
+from .ops.hrr_attention.weights import beta_keep, keep_weights, position_counts, softmax_weights
 
 __all__ = ["chunked_block_forward"]
 
@@ -131,11 +131,12 @@ def chunked_block_forward(
     passes = _Passes(block, safe_exponent(dtype, reduction.sequence_length(x.shape[1]), attn.head_dim))
     xs = x.split(chunk_size, dim=1)  # views; one SplitBackward gathers their gradients
     masks = [None] * len(xs) if key_padding_mask is None else key_padding_mask.split(chunk_size, dim=1)
-    keeps = [keep_weights(m, dtype) for m in masks]  # (B, 1, T_c) or None
+    keeps = [keep_weights(m, dtype) for m in masks]  # (B, 1, T_c) or None: the softmax's
+    beta_keeps = [beta_keep(kc, attn.pads_in_beta) for kc in keeps]  # β's
 
-    parts = [_run(passes.superpose, xc, kc) for xc, kc in zip(xs, keeps, strict=True)]
+    parts = [_run(passes.superpose, xc, kc) for xc, kc in zip(xs, beta_keeps, strict=True)]
     betas, common = combine_superpositions([p for p, _ in parts], [s for _, s in parts], passes.causal, reduction)
-    a = [_run(passes.scores, xc, kc, bc, common) for xc, kc, bc in zip(xs, keeps, betas, strict=True)]
+    a = [_run(passes.scores, xc, kc, bc, common) for xc, kc, bc in zip(xs, beta_keeps, betas, strict=True)]
     weights = softmax_weights(a, keeps, passes.causal, reduction, attn.score_scale)  # (B, h, T_c) each
     if attn.record_weights:
         attn.last_weights = torch.cat(weights, dim=-1).detach()
@@ -144,9 +145,9 @@ def chunked_block_forward(
         weights = [w * n[..., 0] for w, n in zip(weights, counts, strict=True)]
 
     if first_only:
-        x0, k0 = xs[0][:, :1], None if keeps[0] is None else keeps[0][..., :1]
+        x0, k0 = xs[0][:, :1], None if beta_keeps[0] is None else beta_keeps[0][..., :1]
         return _run(passes.finish, x0, weights[0][..., :1], k0, betas[0], common)  # (B, 1, D)
     finished = [
-        _run(passes.finish, xc, w, kc, bc, common) for xc, w, kc, bc in zip(xs, weights, keeps, betas, strict=True)
+        _run(passes.finish, xc, w, kc, bc, common) for xc, w, kc, bc in zip(xs, weights, beta_keeps, betas, strict=True)
     ]
     return torch.cat(finished, dim=1)

@@ -32,11 +32,17 @@ class HrrformerConfig:
     pos_embedding: Literal["learned", "sinusoidal"] = option(
         "learned", "positions: a learned table (max_len × dim) or fixed sinusoids (no table)"
     )
-    norm: Literal["pre", "post"] = option("pre", "LayerNorm before (pre) or after (post) each residual branch")
+    norm: Literal["pre", "post", "pre_mlp"] = option(
+        "pre",
+        "LayerNorm before (pre) or after (post) each residual branch, or before the MLP only "
+        "(pre_mlp: x + attn(x), x + MLP(LN x), the authors' ListOps and Pathfinder)",
+    )
     pooling: Literal["mean", "cls"] = option("mean", "classify the mean over real tokens or a CLS token")
     num_classes: int = option(2, "number of classes (set from the data)", **_DATA)
     attention: Literal["hrr", "softmax"] = option("hrr", "HRR attention (linear in T) or its softmax twin")
-    pad_id: int = option(0, "the padding token id, masked everywhere (the data's)", **_DATA)
+    pad_id: int | None = option(
+        0, "the padding token id, masked everywhere (the data's; none: no padding, every position is real)", **_DATA
+    )
     causal: bool = option(False, "attend to positions ≤ t only")
     projection: bool = option(False, "hrr: project q and k to a unit-magnitude spectrum before binding")
     length_scale: bool = option(
@@ -63,6 +69,27 @@ class HrrformerConfig:
         "for inputs of 10^5-10^6+ tokens (hrrformer.chunked)",
         metavar="N",
     )
+    # The authors' networks (docs/AUTHORS.md, tasks.AUTHORS_NETWORKS); the defaults are ours.
+    embedding_norm: bool = option(False, "LayerNorm after the embedding dropout (the authors' ListOps and Retrieval)")
+    mlp_activation: Literal["gelu", "gelu_tanh", "relu"] = option(
+        "gelu", "the MLP's activation: exact GELU, its tanh form (Flax's nn.gelu, the authors' LRA) or ReLU"
+    )
+    mlp_out_bias: bool = option(True, "a bias in the MLP's second Linear (the authors' LRA MLPs have none)")
+    head_activation: Literal["relu", "gelu", "gelu_tanh"] = option(
+        "relu", "the classifier head's activation (the authors' LRA head: gelu_tanh)"
+    )
+    head_width: Literal["mlp_dim", "dim"] = option(
+        "mlp_dim", "the head's hidden width: --mlp-dim, or --dim as the authors' Dense(d)"
+    )
+    final_norm: bool = option(True, "LayerNorm on the encoder's output before pooling (the authors have none)")
+    attention_bias: bool = option(False, "biases in the q, k, v and output projections (the authors' malware net)")
+    norm_eps: float = option(1e-5, "ε of every LayerNorm (PyTorch's 1e-5; Flax's, the authors', 1e-6)")
+    authors_padding: bool = option(
+        False, "the authors' padding: pads enter β and the mean pooling, masked in the softmax only (off: pad-exact)"
+    )
+    cls_position: bool = option(
+        True, "CLS pooling: the CLS token takes position 0, tokens 1..T (off: the authors' malware, no position)"
+    )
 
     def __post_init__(self) -> None:
         if self.mlp_dim is None:
@@ -74,12 +101,14 @@ class HrrformerConfig:
             raise ValueError(f"HrrformerConfig.dim ({self.dim}) must be divisible by heads ({self.heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"HrrformerConfig.dropout must be in [0, 1), got {self.dropout}")
-        if not 0 <= self.pad_id < self.vocab_size:
+        if self.pad_id is not None and not 0 <= self.pad_id < self.vocab_size:
             raise ValueError(f"HrrformerConfig.pad_id ({self.pad_id}) must be in [0, vocab_size={self.vocab_size})")
         check_choices(self)
         for name in ("length_scale", "score_scale", "learn_score_scale", "hrr_output"):
             if getattr(self, name) not in (None, False, "value") and self.attention != "hrr":
                 raise ValueError(f"HrrformerConfig.{name} needs attention='hrr'")
+        if not self.norm_eps > 0:
+            raise ValueError(f"HrrformerConfig.norm_eps must be > 0, got {self.norm_eps}")
         if self.learn_score_scale and self.score_scale is None:
             raise ValueError("HrrformerConfig.learn_score_scale needs a score_scale to start from")
         if self.chunk_size is not None:

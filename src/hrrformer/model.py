@@ -5,6 +5,15 @@
 
 Padding (token ``pad_id``, 0 by default) is excluded everywhere: from β and the softmax of the
 attention, and from mean pooling, so a padded sequence gives the same logits as the unpadded one.
+``authors_padding`` is the authors' behaviour instead: pads enter β and the mean over all T
+positions and are masked in the softmax only, so the output depends on how far a batch is padded.
+
+The defaults are our network. The authors' five (docs/AUTHORS.md) differ in norm placement
+(``norm``, ``embedding_norm``, ``final_norm``, ``norm_eps``), the MLP (``mlp_activation``,
+``mlp_out_bias``), the head (``head_activation``, ``head_width``), projection biases
+(``attention_bias``), padding (``authors_padding``, ``pad_id=None``) and the CLS position
+(``cls_position``); :data:`hrrformer.tasks.AUTHORS_NETWORKS` holds each task's settings, and
+:func:`hrrformer.authors.from_flax` loads their trained weights.
 
 Initialisation, on purpose: linear layers use LeCun-normal weights (truncated normal with
 std 1/sqrt(fan_in), as Flax's default in the authors' code, which keeps activations at unit
@@ -42,9 +51,12 @@ __all__ = [
 def sinusoidal_positions(length: int, dim: int, device: torch.device | None = None, offset: int = 0) -> torch.Tensor:
     """(length, dim): PE[p, 2i] = sin(p / 10000^(2i/dim)), PE[p, 2i+1] = cos(...) for p = offset … offset + length − 1.
 
-    Made on demand (``offset``: a sequence-parallel rank's first global position)."""
-    pos = torch.arange(offset, offset + length, device=device, dtype=torch.float32)[:, None]  # (T, 1)
-    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    Made on demand (``offset``: a sequence-parallel rank's first global position). The angles are
+    computed in float64 and the table returned in float32, as the authors' numpy table: in float32
+    the angle p · 10000^(−2i/dim) is off by up to ~p · 6e-8, 2.3e-4 in PE at p = 4,000."""
+    f64 = torch.float64
+    pos = torch.arange(offset, offset + length, device=device, dtype=f64)[:, None]  # (T, 1)
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=f64) * (-math.log(10000.0) / dim))
     pe = torch.zeros(length, dim, device=device)
     pe[:, 0::2] = torch.sin(pos * freq)
     pe[:, 1::2] = torch.cos(pos * freq[: dim // 2])
@@ -79,8 +91,22 @@ def _lecun_normal_(weight: torch.Tensor) -> None:
     nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
 
 
+def layer_norm(config: HrrformerConfig) -> nn.LayerNorm:
+    """LayerNorm over ``dim`` with the config's ε: (x − mean) / sqrt(var + ε) · γ + β, biased variance."""
+    return nn.LayerNorm(config.dim, eps=config.norm_eps)
+
+
+def activation(name: str) -> nn.Module:
+    """``gelu``: x Φ(x) (exact, erf); ``gelu_tanh``: 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³))), Flax's
+    ``nn.gelu``; ``relu``: max(x, 0)."""
+    if name == "gelu_tanh":
+        return nn.GELU(approximate="tanh")
+    return nn.GELU() if name == "gelu" else nn.ReLU()
+
+
 class EncoderBlock(nn.Module):
-    """Attention and MLP sublayers with residuals; LayerNorm before (pre) or after (post) each."""
+    """Attention and MLP sublayers with residuals; LayerNorm before (pre) or after (post) each, or
+    before the MLP only (pre_mlp)."""
 
     def __init__(self, config: HrrformerConfig) -> None:
         super().__init__()
@@ -92,21 +118,24 @@ class EncoderBlock(nn.Module):
                 "score_scale": config.score_scale,
                 "learn_score_scale": config.learn_score_scale,
                 "output": config.hrr_output,
+                "pads_in_beta": config.authors_padding,
             }
             if config.attention == "hrr"
             else {}
         )
         # Dropout where the authors put it: on the embeddings and on each sublayer's output (not
         # inside the attention or the MLP); on CPUs each dropout mask costs as much as a matmul.
-        self.attn = attention_cls(config.dim, config.heads, causal=config.causal, **kwargs)
-        self.norm1, self.norm2 = nn.LayerNorm(config.dim), nn.LayerNorm(config.dim)
+        self.attn = attention_cls(config.dim, config.heads, bias=config.attention_bias, causal=config.causal, **kwargs)
+        # pre_mlp: no norm before the attention (norm1 is the identity), pre-norm before the MLP
+        self.norm1 = nn.Identity() if config.norm == "pre_mlp" else layer_norm(config)
+        self.norm2 = layer_norm(config)
         self.mlp = nn.Sequential(
             nn.Linear(config.dim, config.mlp_dim),
-            nn.GELU(),
-            nn.Linear(config.mlp_dim, config.dim),
+            activation(config.mlp_activation),
+            nn.Linear(config.mlp_dim, config.dim, bias=config.mlp_out_bias),
         )
         self.drop = Dropout(config.dropout)
-        self.pre_norm = config.norm == "pre"
+        self.pre_norm = config.norm in ("pre", "pre_mlp")
         self.chunk_size = config.chunk_size
 
     def forward(
@@ -210,12 +239,14 @@ class HrrformerEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.dim)
-        n_positions = config.max_len + (config.pooling == "cls")
+        self.cls_shift = int(config.pooling == "cls" and config.cls_position)  # positions taken by CLS
+        n_positions = config.max_len + self.cls_shift
         self.position_embedding = nn.Embedding(n_positions, config.dim) if config.pos_embedding == "learned" else None
         self.cls = nn.Parameter(torch.zeros(1, 1, config.dim)) if config.pooling == "cls" else None
         self.drop = Dropout(config.dropout)
+        self.embedding_norm = layer_norm(config) if config.embedding_norm else None
         self.blocks = nn.ModuleList(EncoderBlock(config) for _ in range(config.layers))
-        self.final_norm = nn.LayerNorm(config.dim)
+        self.final_norm = layer_norm(config) if config.final_norm else nn.Identity()
 
     def check_tokens(
         self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None, check_length: bool = True
@@ -249,7 +280,7 @@ class HrrformerEncoder(nn.Module):
         try:
             self.check_tokens(tokens, key_padding_mask, check_length=not reduction.parallel)
             b, t = tokens.shape
-            mask = tokens == c.pad_id if key_padding_mask is None else key_padding_mask
+            mask = self.default_mask(tokens) if key_padding_mask is None else key_padding_mask
         except ValueError as err:
             error = str(err)
         if not reduction.parallel:
@@ -276,19 +307,30 @@ class HrrformerEncoder(nn.Module):
             raise ValueError(f"the sequence has real tokens up to length {length} > max_len={c.max_len}")
         return mask
 
+    def default_mask(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The padding mask (B, T), True = padding: ``tokens == pad_id`` (all False without a pad_id)."""
+        pad_id = self.config.pad_id
+        return torch.zeros_like(tokens, dtype=torch.bool) if pad_id is None else tokens == pad_id
+
     def embed(
         self, tokens: torch.Tensor, key_padding_mask: torch.Tensor, rank: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens (B, T) → x (B, T', D) and its padding mask (B, T'): T' = T + 1 where the CLS
         token is prepended (rank 0 of a sequence-parallel group, or one process); the positions
-        are global (rank r's chunk starts at r·T, after the CLS token)."""
+        are global (rank r's chunk starts at r·T, after the CLS token if it takes position 0).
+
+        x = dropout(E_tok[tokens] + P[positions]), then LayerNorm with ``embedding_norm``; the CLS
+        row is the CLS vector (+ P[0] with ``cls_position``), never padding."""
         x = self.token_embedding(tokens)  # (B, T, D)
-        start = rank * tokens.shape[1] + (self.cls is not None)  # global position of the first token
+        x = x + self.positions(rank * tokens.shape[1] + self.cls_shift, tokens.shape[1], x)
         if self.cls is not None and rank == 0:
-            x = torch.cat([self.cls.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)  # (B, 1 + T, D)
+            cls = self.cls.expand(x.shape[0], -1, -1).to(x.dtype)  # (B, 1, D)
+            if self.cls_shift:
+                cls = cls + self.positions(0, 1, x)
+            x = torch.cat([cls, x], dim=1)  # (B, 1 + T, D)
             key_padding_mask = torch.cat([key_padding_mask.new_zeros(x.shape[0], 1), key_padding_mask], dim=1)
-            start = 0
-        return self.drop(x + self.positions(start, x.shape[1], x)), key_padding_mask
+        x = self.drop(x)
+        return (x if self.embedding_norm is None else self.embedding_norm(x)), key_padding_mask
 
     def positions(self, start: int, length: int, like: torch.Tensor) -> torch.Tensor:
         """Position embeddings of global positions [start, start + length) → (length, D)."""
@@ -312,7 +354,8 @@ class HrrformerEncoder(nn.Module):
             # Rank 0's first row is the CLS token; the other ranks pass their first row only so that
             # their backward (and its collectives) runs through their chunk, with a zero gradient.
             return broadcast(self.final_norm(x[:, 0]), reduction.group, src=0)  # (B, D)
-        return masked_mean(self.final_norm(x), ~mask, reduction)  # (B, D)
+        keep = torch.ones_like(mask) if self.config.authors_padding else ~mask  # authors: mean over all T
+        return masked_mean(self.final_norm(x), keep, reduction)  # (B, D)
 
     def _cls_only(self, index: int) -> bool:
         """Whether block ``index`` need only output position 0: the last block under CLS pooling."""
@@ -327,8 +370,11 @@ class HrrformerEncoder(nn.Module):
 
 
 def _classifier_head(in_dim: int, config: HrrformerConfig) -> nn.Sequential:
-    """LRA's head: Linear → ReLU → Linear to the classes."""
-    return nn.Sequential(nn.Linear(in_dim, config.mlp_dim), nn.ReLU(), nn.Linear(config.mlp_dim, config.num_classes))
+    """LRA's head: Linear(in, H) → activation → Linear(H, classes), H = ``mlp_dim`` or ``dim`` (``head_width``)."""
+    hidden = config.dim if config.head_width == "dim" else config.mlp_dim
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden), activation(config.head_activation), nn.Linear(hidden, config.num_classes)
+    )
 
 
 def init_weights(model: nn.Module) -> None:

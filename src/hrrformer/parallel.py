@@ -187,6 +187,11 @@ def enable_sequence_parallel(model: nn.Module, group: Group) -> nn.Module:
                     "sequence parallelism supports attention='hrr' only: softmax attention would need "
                     "O(T) communication per layer (ring attention)"
                 )
+            if enc.config.authors_padding:
+                raise ValueError(
+                    "sequence parallelism does not support authors_padding: padding enters β and the mean "
+                    "there, so the shard padding of shard_sequence would change the result"
+                )
     for enc in encoders:
         enc.sequence_parallel_group = group
     return model
@@ -207,7 +212,7 @@ def shard_position_embedding(model: nn.Module, group: Group, local_length: int) 
         table = enc.position_embedding
         if table is None or isinstance(table, ShardedPositionEmbedding):
             continue
-        n_cls = int(enc.cls is not None)
+        n_cls = enc.cls_shift  # rows taken by the CLS token (0 when it has no position)
         start = 0 if rank == 0 else n_cls + rank * local_length
         length = local_length + (n_cls if rank == 0 else 0)
         total = table.num_embeddings

@@ -1,7 +1,8 @@
 """Train an Hrrformer (or its softmax twin) on a task: ``hrrformer train``.
 
 Adam with the authors' exponential decay (lr · 0.9^(step / steps per epoch), floored at 1e-5),
-label smoothing 0.1, dropout 0.1, gradient clipping at norm 1. Model, optimiser, scheduler and
+label smoothing 0.1, dropout 0.1, gradient clipping at norm 1 (the ``paper`` presets: each task's
+decay rate, no clipping; :mod:`hrrformer.tasks`). Model, optimiser, scheduler and
 RNG states are checkpointed every epoch (and every ``--save-every`` steps), atomically;
 ``--resume`` continues exactly where the last checkpoint left off. Under ``torchrun`` the same
 code trains with DistributedDataParallel; rank 0 alone writes logs and checkpoints.

@@ -9,6 +9,8 @@ Per head, with q, k, v of shape (T, d) and m_t = 1 for real tokens, 0 for paddin
     out_t = w_t · v_t                        #                                          (T, d)
 
 With ``causal=True``, β_t = Σ_{s≤t} m_s (k_s ⊛ v_s) and w_t = exp(a_t) / Σ_{s≤t} m_s exp(a_s).
+With ``pads_in_beta=True`` (the authors' padding) β sums over every position, m_t = 1, while the
+softmax still gives padding weight 0.
 
 Positions are coupled only through two sums over time, β and the softmax normaliser (prefix
 sums when causal), and these are taken through one interface, :class:`SequenceReduction`: in one

@@ -11,7 +11,7 @@ from .fourier import combine_superpositions, retrieved_values, scores, superpose
 from .range_control import safe_exponent
 from .reduction import LOCAL, SequenceReduction
 from .validation import Method, Output, check_attention_inputs, check_method, check_on_every_rank
-from .weights import keep_weights, position_counts, softmax_weights
+from .weights import beta_keep, keep_weights, position_counts, softmax_weights
 
 __all__ = ["attend", "hrr_attention", "hrr_attention_weights"]
 
@@ -27,20 +27,24 @@ def attend(
     score_scale: torch.Tensor | None = None,
     output: Output = "value",
     eps: float = COSINE_EPS,
+    pads_in_beta: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(out (B, h, T, d), w (B, h, T)) in the compute dtype; q, k, v already in it, keep (B, 1, T).
 
     ``method``: circulant (non-causal; default then) or fourier (one piece: this
     process's part). ``score_scale``: τ (h,) or None: w = softmax(τ a). ``output``: "value" (the
-    paper: w_t v_t) or "retrieved" (w_t ‖v_t‖ v̂_t / ‖v̂_t‖)."""
+    paper: w_t v_t) or "retrieved" (w_t ‖v_t‖ v̂_t / ‖v̂_t‖). ``pads_in_beta``: padding enters β (the
+    authors' padding), and is excluded from the softmax only."""
     if method == "circulant" or (method == "auto" and not causal):
-        return CirculantHrrAttention.apply(q, k, v, keep, eps, reduction, score_scale, output == "retrieved")
+        retrieved = output == "retrieved"
+        return CirculantHrrAttention.apply(q, k, v, keep, eps, reduction, score_scale, retrieved, pads_in_beta)
     exponent = safe_exponent(q.dtype, reduction.sequence_length(q.shape[-2]), q.shape[-1])
-    part, scale = superpose(k, v, keep, exponent)
+    keep_b = beta_keep(keep, pads_in_beta)
+    part, scale = superpose(k, v, keep_b, exponent)
     [beta], common = combine_superpositions([part], [scale], causal, reduction)
-    a = scores(q, k, v, keep, beta, common, causal, exponent, eps)  # (B, h, T)
+    a = scores(q, k, v, keep_b, beta, common, causal, exponent, eps)  # (B, h, T)
     [w] = softmax_weights([a], [keep], causal, reduction, score_scale)
-    values = v if output == "value" else retrieved_values(q, k, v, keep, beta, common, causal, exponent, eps)
+    values = v if output == "value" else retrieved_values(q, k, v, keep_b, beta, common, causal, exponent, eps)
     return w[..., None] * values, w
 
 
@@ -57,6 +61,7 @@ def hrr_attention(
     length_scale: bool = False,
     score_scale: torch.Tensor | None = None,
     output: Output = "value",
+    pads_in_beta: bool = False,
     return_weights: bool = False,
     check: bool = True,
 ):
@@ -85,6 +90,9 @@ def hrr_attention(
         output: what position t outputs: ``"value"`` (the paper: w_t v_t, v_t times one scalar) or
             ``"retrieved"``: w_t ‖v_t‖ v̂_t / ‖v̂_t‖, the direction of what q_t unbinds from β (content
             from the whole sequence) at the length of v_t.
+        pads_in_beta: the authors' padding (their code, commit 8a127d1): β = Σ_t k_t ⊛ v_t over every
+            position, pads included; padding is excluded from the softmax only (their −1e9 mask),
+            so its weight and output are 0 but it changes every real output through β.
         return_weights: also return w (B, h, T) (no gradient): 0 at padding, rows sum to 1.
         check: with a group, first agree on every rank that the inputs are valid (one all-gather).
 
@@ -110,7 +118,10 @@ def hrr_attention(
     keep = keep_weights(key_padding_mask, dtype)
     if score_scale is not None and tuple(score_scale.shape) != (q.shape[1],):
         raise ValueError(f"score_scale must have shape (heads,) = ({q.shape[1]},), got {tuple(score_scale.shape)}")
-    out, w = attend(q.to(dtype), k.to(dtype), v.to(dtype), keep, causal, method, reduction, score_scale, output)
+    out, w = attend(
+        q.to(dtype), k.to(dtype), v.to(dtype), keep, causal, method, reduction, score_scale, output,
+        pads_in_beta=pads_in_beta,
+    )  # fmt: skip
     if length_scale:
         out = out * position_counts([keep], [q.shape[-2]], causal, reduction, out)[0]
     out = out.to(q.dtype)

@@ -16,7 +16,7 @@ import torch
 from .cosine import inv_norm, rowdot
 from .range_control import downscales, safe_exponent, scaled_eps2
 from .reduction import SequenceReduction
-from .weights import MAX_SCORE_SCALE, softmax_weights
+from .weights import MAX_SCORE_SCALE, beta_keep, softmax_weights
 
 __all__ = ["CirculantHrrAttention", "hankel", "wrapped_diagonal_sums"]
 
@@ -39,10 +39,11 @@ def hankel(beta: torch.Tensor) -> torch.Tensor:
 class CirculantHrrAttention(torch.autograd.Function):
     """Non-causal HRR attention weights and output by matrix multiplies, with a hand-derived backward.
 
-    ``apply(q, k, v, keep, eps, reduction, score_scale, retrieved)`` → (out (B, h, T, d), w (B, h, T));
-    w has no gradient of its own (it is returned for attention maps). ``score_scale``: τ (h,) or
-    None; w = softmax(τ a) (:mod:`.weights`). out = w v, or with ``retrieved`` w u,
-    u = ‖v‖_ε v̂ / ‖v̂‖_ε (v̂ is computed anyway: no extra cost).
+    ``apply(q, k, v, keep, eps, reduction, score_scale, retrieved, pads_in_beta)`` → (out (B, h, T, d),
+    w (B, h, T)); w has no gradient of its own (it is returned for attention maps). ``score_scale``:
+    τ (h,) or None; w = softmax(τ a) (:mod:`.weights`). out = w v, or with ``retrieved`` w u,
+    u = ‖v‖_ε v̂ / ‖v̂‖_ε (v̂ is computed anyway: no extra cost). ``pads_in_beta``: the m of β below
+    is 1 at every position (the authors' padding); the softmax still excludes padding.
 
     Forward:  M = (m⊙K)ᵀV, β = Σ_sequence diagsum(M), C = hankel(β), V̂ = QC,
               a = ⟨v, v̂⟩ r_v̂ r_v with r_x = (‖x‖² + ε²)^(-1/2), w = softmax(τ a), out = w v.
@@ -62,12 +63,15 @@ class CirculantHrrAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, keep, eps, reduction: SequenceReduction, score_scale=None, retrieved=False):
+    def forward(
+        ctx, q, k, v, keep, eps, reduction: SequenceReduction, score_scale=None, retrieved=False, pads_in_beta=False
+    ):
         exponent = safe_exponent(q.dtype, reduction.sequence_length(q.shape[-2]), q.shape[-1])
         s_q, s_k, s_v = downscales(q, k, v, exponent=exponent)  # (B, h, 1, 1)
         s_k, s_v = reduction.minimum([torch.stack([s_k, s_v])]).unbind(0)  # the whole sequence's
         v_ = v * s_v  # v' (B, h, T, d)
-        km = k * (s_k if keep is None else keep[..., None] * s_k)  # m ⊙ k' (B, h, T, d)
+        keep_b = beta_keep(keep, pads_in_beta)  # m of β: (B, 1, T) or None
+        km = k * (s_k if keep_b is None else keep_b[..., None] * s_k)  # m ⊙ k' (B, h, T, d)
         beta = reduction.total([wrapped_diagonal_sums(km.transpose(-1, -2) @ v_).contiguous()])  # s_k s_v β (B, h, d)
         del km
         circ = hankel(beta)  # C' = s_k s_v C (B, h, d, d)
@@ -77,7 +81,7 @@ class CirculantHrrAttention(torch.autograd.Function):
         a = rowdot(vhat, v_) * r_vhat * r_v  # (B, h, T), the same as unscaled
         [w] = softmax_weights([a], [keep], False, reduction, score_scale)  # (B, h, T)
         ctx.reduction, ctx.retrieved = reduction, retrieved
-        ctx.save_for_backward(q, k, v_, keep, circ, a, w, r_vhat, r_v, s_q, s_k, s_v, score_scale)
+        ctx.save_for_backward(q, k, v_, keep_b, circ, a, w, r_vhat, r_v, s_q, s_k, s_v, score_scale)
         ctx.mark_non_differentiable(w)
         if retrieved:  # u = ‖v‖ v̂ / ‖v̂‖ = v̂' r_v̂ / (s_v r_v), in place of v̂'
             return vhat.mul_((w * r_vhat / (r_v * s_v[..., 0]))[..., None]), w
@@ -87,7 +91,7 @@ class CirculantHrrAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_out, _g_w):
         # In the scaled variables (primes); ∂L/∂x = s_x ∂L/∂x', with each s_x folded into a small factor.
-        q, k, v_, keep, circ, a, w, r_vhat, r_v, s_q, s_k, s_v, score_scale = ctx.saved_tensors
+        q, k, v_, keep_b, circ, a, w, r_vhat, r_v, s_q, s_k, s_v, score_scale = ctx.saved_tensors
         reduction, s_q1, s_v1 = ctx.reduction, s_q[..., 0], s_v[..., 0]
         vhat = q @ (circ * s_q)  # v̂' (B, h, T, d), recomputed rather than stored
         if ctx.retrieved:  # out = w u, u = gain · v̂', gain = r_v̂ / (s_v r_v) = ‖v‖ r_v̂'
@@ -114,11 +118,11 @@ class CirculantHrrAttention(torch.autograd.Function):
         g_beta = reduction.total([wrapped_diagonal_sums(q.transpose(-1, -2) @ h).contiguous()])  # (B, h, d)
         g_mkv = hankel(g_beta)  # G' (B, h, d, d)
         del h
-        coef_k = s_k if keep is None else keep[..., None] * s_k  # m s_k, (B, h or 1, T or 1, 1)
+        coef_k = s_k if keep_b is None else keep_b[..., None] * s_k  # m s_k, (B, h or 1, T or 1, 1)
         g_v += (k * coef_k) @ g_mkv  # + (m⊙k') G'
         if ctx.retrieved:  # ∂L/∂v = s_v ∂L/∂v' + w ⟨g, v̂'⟩ r_v̂' r_v v' (through ‖v‖)
             g_v.mul_(s_v).addcmul_((w * g_dot_vhat * r_vhat * r_v)[..., None], v_)
         else:  # ∂L/∂v = s_v ∂L/∂v' + w g
             g_v.mul_(s_v).addcmul_(w[..., None], g_out)
         g_k = (v_ @ g_mkv.transpose(-1, -2)).mul_(coef_k)  # ∂L/∂k = s_k m ⊙ (v' G'ᵀ)
-        return g_q, g_k, g_v, None, None, None, g_scale, None
+        return g_q, g_k, g_v, None, None, None, g_scale, None, None

@@ -77,7 +77,8 @@ def scores(
     eps: float,
 ) -> torch.Tensor:
     """a (B, h, T_c) against β (B, h, F, 2) at the common scales (s_k*, s_v*) (2, B, h, 1, 1). Causal:
-    β holds the pieces before this one, and the running sum inside it is added (k is needed only then)."""
+    β holds the pieces before this one, and the running sum inside it is added (k is needed only then;
+    ``keep`` weights that running sum only: the keep of β, :func:`~.weights.beta_keep`)."""
     qf, vf, v_, beta_f, eps2_vhat, eps2_v, _ = _unbinding(q, k, v, keep, beta, common, causal, exponent, eps)
     return parseval_cosine(qf, vf, v_, beta_f, eps2_vhat, eps2_v)
 

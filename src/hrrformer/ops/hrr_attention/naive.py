@@ -19,11 +19,14 @@ def hrr_attention_reference(
     causal: bool = False,
     score_scale: torch.Tensor | None = None,
     output: str = "value",
+    pads_in_beta: bool = False,
 ) -> torch.Tensor:
     """HRR attention as the paper writes it, in the time domain. Slow; for tests.
 
     ``score_scale`` τ (h,): softmax over τ_h a_t instead of a_t (the score-scale variant).
     ``output="retrieved"``: w_t ‖v_t‖_ε v̂_t / ‖v̂_t‖_ε instead of w_t v_t.
+    ``pads_in_beta``: padding is bound into β like any position (the authors' padding) and is
+    masked in the softmax only.
 
     Bind each key-value pair, sum (or running-sum) them into β, unbind with each query's
     flip-and-roll inverse, cosine against the value, softmax with padding at −∞ (causal: the
@@ -34,7 +37,9 @@ def hrr_attention_reference(
     q_, k_, v_ = q.to(dtype), k.to(dtype), v.to(dtype)
     b, _, t, _ = q.shape
     pad = torch.zeros(b, t, dtype=torch.bool, device=q.device) if key_padding_mask is None else key_padding_mask
-    bound = hrr.bind(k_, v_).masked_fill(pad[:, None, :, None], 0.0)  # (B, h, T, d)
+    bound = hrr.bind(k_, v_)  # (B, h, T, d)
+    if not pads_in_beta:
+        bound = bound.masked_fill(pad[:, None, :, None], 0.0)
     beta = bound.cumsum(-2) if causal else bound.sum(-2, keepdim=True)  # (B, h, T or 1, d)
     vhat = hrr.bind(hrr.approx_inverse(q_), beta)  # (B, h, T, d)
     a = hrr.cosine_similarity(v_, vhat, eps=COSINE_EPS)  # (B, h, T)

@@ -20,7 +20,15 @@ import torch
 
 from .reduction import SequenceReduction
 
-__all__ = ["MAX_SCORE_SCALE", "keep_weights", "position_counts", "running_totals", "scaled_exp", "softmax_weights"]
+__all__ = [
+    "MAX_SCORE_SCALE",
+    "beta_keep",
+    "keep_weights",
+    "position_counts",
+    "running_totals",
+    "scaled_exp",
+    "softmax_weights",
+]
 
 #: |τ| is clamped here, so that e^(−2|τ|) stays a normal float32 number (≈ 1.8e-35).
 MAX_SCORE_SCALE = 40.0
@@ -31,6 +39,13 @@ def keep_weights(key_padding_mask: torch.Tensor | None, dtype: torch.dtype) -> t
     if key_padding_mask is None:
         return None
     return (~key_padding_mask).to(dtype)[:, None, :]
+
+
+def beta_keep(keep: torch.Tensor | None, pads_in_beta: bool) -> torch.Tensor | None:
+    """The keep weights of the superposition β: ``keep`` itself (padding left out of β, ours), or
+    None (every position enters β) with ``pads_in_beta``, the authors' padding, where pads are
+    excluded from the softmax only."""
+    return None if pads_in_beta else keep
 
 
 def running_totals(values: Sequence[torch.Tensor], causal: bool, reduction: SequenceReduction) -> list[torch.Tensor]:
