@@ -32,7 +32,7 @@ from torch.utils.checkpoint import checkpoint
 from . import hrr
 from .attention import HrrAttention
 from .ops.hrr_attention import COSINE_EPS, LOCAL, SequenceReduction
-from .ops.hrr_attention.fourier import combine_superpositions, retrieved_values, scores, superpose
+from .ops.hrr_attention.fourier import combine_superpositions, retrieved_values, scores, superpose, unbinding
 from .ops.hrr_attention.range_control import safe_exponent
 from .ops.hrr_attention.weights import beta_keep, keep_weights, position_counts, softmax_weights
 
@@ -80,7 +80,7 @@ class _Passes:
     ) -> torch.Tensor:
         """Pass 2: a (B, h, T_c) against β (the whole sequence's, or causal: the chunks before)."""
         q, k, v = self._unbinding_heads(x)
-        return scores(q, k, v, keep, beta, common, self.causal, self.exponent, COSINE_EPS)
+        return scores(unbinding(q, k, v, keep, beta, common, self.causal, self.exponent, COSINE_EPS))
 
     def finish(
         self,
@@ -95,7 +95,7 @@ class _Passes:
         b, t, e = x.shape
         if self.attn.output == "retrieved":
             q, k, v = self._unbinding_heads(x)
-            v = retrieved_values(q, k, v, keep, beta, common, self.causal, self.exponent, COSINE_EPS)
+            v = retrieved_values(unbinding(q, k, v, keep, beta, common, self.causal, self.exponent, COSINE_EPS))
         else:
             [v] = _project(self.attn, self.block.attention_input(x), "v")  # (B, h, T_c, d)
         y = (weights[..., None] * v).to(x.dtype).transpose(1, 2).reshape(b, t, e)  # (B, T_c, E)

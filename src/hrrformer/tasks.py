@@ -84,6 +84,39 @@ def _paper(network: str, lr_decay: float, label_smoothing: float = 0.1, **sizes:
 
 _LISTOPS_STANDARD = (96_000, 2_000, 2_000)
 
+#: Two-document tasks (AAN Retrieval and imdb-pairs): the authors' Retrieval network and the same CPU sizes.
+_PAIR_PRESETS = {
+    "paper": Preset(_paper("retrieval", 0.9, max_len=4000, dim=128, heads=4, layers=4, mlp_dim=64, batch_size=4)),
+    "cpu": Preset(
+        dict(
+            max_minutes=60,
+            max_len=4000,
+            dim=64,
+            heads=4,
+            layers=1,
+            mlp_dim=128,
+            batch_size=16,
+            epochs=3,
+            pos_embedding="sinusoidal",
+        )
+    ),
+    "demo": Preset(
+        dict(
+            max_minutes=4,
+            max_len=1000,
+            dim=32,
+            heads=2,
+            layers=1,
+            mlp_dim=64,
+            batch_size=16,
+            epochs=1,
+            limit=1000,
+            pos_embedding="sinusoidal",
+        )
+    ),
+}
+
+
 TASKS: dict[str, TaskSpec] = {
     "listops": TaskSpec(
         name="listops",
@@ -143,75 +176,13 @@ TASKS: dict[str, TaskSpec] = {
         name="retrieval",
         data_task="retrieval",
         description="AAN citation pairs from bytes (LRA Retrieval), 2 classes, two documents",
-        presets={
-            "paper": Preset(
-                _paper("retrieval", 0.9, max_len=4000, dim=128, heads=4, layers=4, mlp_dim=64, batch_size=4)
-            ),
-            "cpu": Preset(
-                dict(
-                    max_minutes=60,
-                    max_len=4000,
-                    dim=64,
-                    heads=4,
-                    layers=1,
-                    mlp_dim=128,
-                    batch_size=16,
-                    epochs=3,
-                    pos_embedding="sinusoidal",
-                )
-            ),
-            "demo": Preset(
-                dict(
-                    max_minutes=4,
-                    max_len=1000,
-                    dim=32,
-                    heads=2,
-                    layers=1,
-                    mlp_dim=64,
-                    batch_size=16,
-                    epochs=1,
-                    limit=1000,
-                    pos_embedding="sinusoidal",
-                )
-            ),
-        },
+        presets=_PAIR_PRESETS,
     ),
     "imdb-pairs": TaskSpec(
         name="imdb-pairs",
         data_task="imdb-pairs",
         description="same movie? two IMDB reviews as bytes (a real retrieval task of AAN's shape)",
-        presets={
-            "paper": Preset(
-                _paper("retrieval", 0.9, max_len=4000, dim=128, heads=4, layers=4, mlp_dim=64, batch_size=4)
-            ),
-            "cpu": Preset(
-                dict(
-                    max_minutes=60,
-                    max_len=4000,
-                    dim=64,
-                    heads=4,
-                    layers=1,
-                    mlp_dim=128,
-                    batch_size=16,
-                    epochs=3,
-                    pos_embedding="sinusoidal",
-                )
-            ),
-            "demo": Preset(
-                dict(
-                    max_minutes=4,
-                    max_len=1000,
-                    dim=32,
-                    heads=2,
-                    layers=1,
-                    mlp_dim=64,
-                    batch_size=16,
-                    epochs=1,
-                    limit=1000,
-                    pos_embedding="sinusoidal",
-                )
-            ),
-        },
+        presets=_PAIR_PRESETS,
     ),
     "image": TaskSpec(
         name="image",

@@ -7,7 +7,7 @@ import torch
 from ... import hrr
 from .circulant import CirculantHrrAttention
 from .cosine import COSINE_EPS
-from .fourier import combine_superpositions, retrieved_values, scores, superpose
+from .fourier import combine_superpositions, retrieved_values, scores, superpose, unbinding
 from .range_control import safe_exponent
 from .reduction import LOCAL, SequenceReduction
 from .validation import Method, Output, check_attention_inputs, check_method, check_on_every_rank
@@ -42,9 +42,10 @@ def attend(
     keep_b = beta_keep(keep, pads_in_beta)
     part, scale = superpose(k, v, keep_b, exponent)
     [beta], common = combine_superpositions([part], [scale], causal, reduction)
-    a = scores(q, k, v, keep_b, beta, common, causal, exponent, eps)  # (B, h, T)
+    spectra = unbinding(q, k, v, keep_b, beta, common, causal, exponent, eps)  # once, for both uses
+    a = scores(spectra)  # (B, h, T)
     [w] = softmax_weights([a], [keep], causal, reduction, score_scale)
-    values = v if output == "value" else retrieved_values(q, k, v, keep_b, beta, common, causal, exponent, eps)
+    values = v if output == "value" else retrieved_values(spectra)
     return w[..., None] * values, w
 
 

@@ -15,6 +15,7 @@ block (:mod:`hrrformer.chunked`) runs each step over its chunks (recomputing q, 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -22,7 +23,7 @@ from .cosine import parseval_cosine
 from .range_control import downscale, downscales, scaled_eps2
 from .reduction import SequenceReduction
 
-__all__ = ["combine_superpositions", "retrieved_values", "scores", "superpose"]
+__all__ = ["Unbinding", "combine_superpositions", "retrieved_values", "scores", "superpose", "unbinding"]
 
 
 def _masked(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
@@ -51,9 +52,33 @@ def combine_superpositions(
     return [reduction.total(at_common)] * len(parts), common
 
 
-def _unbinding(q, k, v, keep, beta, common, causal, exponent, eps):
-    """The spectra behind v̂_t = q_t† ⊛ β_t, in scaled variables (see :func:`scores`):
-    → (F(q'), F(v'), v', F(β') (B, h, T_c or 1, F), ε² for ‖v̂'‖, ε² for ‖v'‖, s_v)."""
+class Unbinding(NamedTuple):
+    """The spectra behind v̂_t = q_t† ⊛ β_t for one piece, in scaled variables (see :func:`unbinding`)."""
+
+    qf: torch.Tensor  # F(s_q q) (B, h, T_c, F)
+    vf: torch.Tensor  # F(s_v v) (B, h, T_c, F)
+    v: torch.Tensor  # s_v v (B, h, T_c, d)
+    beta_f: torch.Tensor  # F(β') (B, h, T_c or 1, F), at the common scales
+    eps2_vhat: torch.Tensor  # ε² for ‖v̂'‖ (B, h, 1)
+    eps2_v: torch.Tensor  # ε² for ‖v'‖ (B, h, 1)
+    s_v: torch.Tensor  # (B, h, 1, 1)
+
+
+def unbinding(
+    q: torch.Tensor,
+    k: torch.Tensor | None,
+    v: torch.Tensor,
+    keep: torch.Tensor | None,
+    beta: torch.Tensor,
+    common: torch.Tensor,
+    causal: bool,
+    exponent: int,
+    eps: float,
+) -> Unbinding:
+    """What one piece needs to score (:func:`scores`) and to retrieve (:func:`retrieved_values`),
+    against β (B, h, F, 2) at the common scales (s_k*, s_v*) (2, B, h, 1, 1). Causal: β holds the
+    pieces before this one, and the running sum inside it is added (k is needed only then; ``keep``
+    weights that running sum only: the keep of β, :func:`~.weights.beta_keep`)."""
     s_q, s_v = downscales(q, v, exponent=exponent)
     qf, vf = torch.fft.rfft(q * s_q, dim=-1), torch.fft.rfft(v * s_v, dim=-1)  # (B, h, T_c, F)
     beta_f = torch.view_as_complex(beta.contiguous())[..., None, :]  # (B, h, 1, F)
@@ -62,42 +87,18 @@ def _unbinding(q, k, v, keep, beta, common, causal, exponent, eps):
         bound = torch.fft.rfft(k * s_k, dim=-1) * vf * (common[0] / s_k) * (common[1] / s_v)  # at s*, exactly
         beta_f = beta_f + _masked(bound, keep).cumsum(-2)  # (B, h, T_c, F)
     eps2_vhat = scaled_eps2(eps, q.dtype, s_q, common[0], common[1])
-    return qf, vf, v * s_v, beta_f, eps2_vhat, scaled_eps2(eps, q.dtype, s_v), s_v
+    return Unbinding(qf, vf, v * s_v, beta_f, eps2_vhat, scaled_eps2(eps, q.dtype, s_v), s_v)
 
 
-def scores(
-    q: torch.Tensor,
-    k: torch.Tensor | None,
-    v: torch.Tensor,
-    keep: torch.Tensor | None,
-    beta: torch.Tensor,
-    common: torch.Tensor,
-    causal: bool,
-    exponent: int,
-    eps: float,
-) -> torch.Tensor:
-    """a (B, h, T_c) against β (B, h, F, 2) at the common scales (s_k*, s_v*) (2, B, h, 1, 1). Causal:
-    β holds the pieces before this one, and the running sum inside it is added (k is needed only then;
-    ``keep`` weights that running sum only: the keep of β, :func:`~.weights.beta_keep`)."""
-    qf, vf, v_, beta_f, eps2_vhat, eps2_v, _ = _unbinding(q, k, v, keep, beta, common, causal, exponent, eps)
-    return parseval_cosine(qf, vf, v_, beta_f, eps2_vhat, eps2_v)
+def scores(u: Unbinding) -> torch.Tensor:
+    """a_t = cos_ε(v_t, v̂_t) (B, h, T_c), by Parseval (no inverse FFT)."""
+    return parseval_cosine(u.qf, u.vf, u.v, u.beta_f, u.eps2_vhat, u.eps2_v)
 
 
-def retrieved_values(
-    q: torch.Tensor,
-    k: torch.Tensor | None,
-    v: torch.Tensor,
-    keep: torch.Tensor | None,
-    beta: torch.Tensor,
-    common: torch.Tensor,
-    causal: bool,
-    exponent: int,
-    eps: float,
-) -> torch.Tensor:
+def retrieved_values(u: Unbinding) -> torch.Tensor:
     """‖v_t‖_ε · v̂_t / ‖v̂_t‖_ε (B, h, T_c, d): what query t unbinds from β (content of the whole
-    sequence), at the length of its own value. One inverse rfft; arguments as :func:`scores`."""
-    qf, _, v_, beta_f, eps2_vhat, eps2_v, s_v = _unbinding(q, k, v, keep, beta, common, causal, exponent, eps)
-    vhat = torch.fft.irfft(qf.conj() * beta_f, n=v.shape[-1], dim=-1)  # v̂' (B, h, T_c, d)
-    unit = vhat * torch.rsqrt(vhat.square().sum(-1, keepdim=True) + eps2_vhat[..., None])
-    v_norm = torch.sqrt(v_.square().sum(-1, keepdim=True) + eps2_v[..., None]) / s_v  # ‖v‖_ε (B, h, T_c, 1)
+    sequence), at the length of its own value. One inverse rfft."""
+    vhat = torch.fft.irfft(u.qf.conj() * u.beta_f, n=u.v.shape[-1], dim=-1)  # v̂' (B, h, T_c, d)
+    unit = vhat * torch.rsqrt(vhat.square().sum(-1, keepdim=True) + u.eps2_vhat[..., None])
+    v_norm = torch.sqrt(u.v.square().sum(-1, keepdim=True) + u.eps2_v[..., None]) / u.s_v  # ‖v‖_ε (B, h, T_c, 1)
     return unit * v_norm
