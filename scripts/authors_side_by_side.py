@@ -22,6 +22,23 @@ Four sub-commands, two environments (jax is never imported by the package or its
 
 Sizes are the ``cpu`` preset's ListOps network: dim 128, 4 heads, 1 layer, MLP d/2 (theirs), T =
 ``--max-len`` (their 2000 by default), vocabulary 17 and 10 classes (theirs). Each side uses one thread.
+
+Issue 17, item 3, second part: the **timed pair**. ``data`` writes a whole task instead of fixed
+batches (train and test tokens as the authors' network takes them, and one shuffled order of the
+train rows per epoch); ``jax`` and ``torch`` then train with dropout until ``--minutes`` of training
+have passed, reading the same batches in the same order, log each step's loss and time, and score
+the test split in eval mode at the end. Run the two at once, one thread each::
+
+    .venv/bin/python scripts/authors_side_by_side.py data --task listops --out runs/pair-listops
+    .venv/bin/python scripts/authors_side_by_side.py data --task image --out runs/pair-image \
+        --path ../shared/data/cifar10_train_images.tar.gz       # 45,000 train / 5,000 held out
+    .venv-authors/bin/python scripts/authors_side_by_side.py jax --out runs/pair-listops \
+        --authors /tmp/authors-hrr --dropout 0.1 --minutes 60 &
+    .venv/bin/python scripts/authors_side_by_side.py torch --out runs/pair-listops --dropout 0.1 --minutes 60
+    .venv/bin/python scripts/authors_side_by_side.py compare --out runs/pair-listops   # curves.csv, report
+
+Timed sizes are each task's ``cpu`` preset size in the authors' network for that task
+(``TASK_NETWORKS``); B = 32; their optimiser and their task's decay rate and decay length.
 """
 
 from __future__ import annotations
@@ -38,24 +55,70 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_
 
 import numpy as np
 
-DIM, HEADS, LAYERS, VOCAB, CLASSES = 128, 4, 1, 17, 10
-LR, RATE, FLOOR, SMOOTHING = 1e-3, 0.9, 1e-5, 0.1
+LR, FLOOR, SMOOTHING = 1e-3, 1e-5, 0.1
 TABLE_STEPS = (1, 2, 3, 5, 10, 20, 50, 100, 150, 200)
+CURVE_MINUTES = (1, 2, 5, 10, 15, 20, 30, 40, 50, 60)
+
+#: The ``cpu`` preset's size in each task's authors' network, with that task's schedule from their
+#: train(): ``decay_rate`` and ``epoch`` (their ``steps = epoch // batch_size``; listops/
+#: hrrformer_mgpu.py:207-211, image/hrrformer_mgpu.py:202-205). Vocabulary and classes are theirs.
+TASK_NETWORKS: dict[str, dict[str, int | float]] = {
+    "listops": dict(vocab=17, classes=10, dim=128, heads=4, layers=1, max_len=2000, rate=0.9, epoch=96_000 + 2_000),
+    "image": dict(vocab=256, classes=10, dim=64, heads=4, layers=1, max_len=1024, rate=0.95, epoch=50_000 + 10_000),
+}
 
 
-def decay_steps(batch: int) -> int:
-    """Their ``steps`` (listops/hrrformer_mgpu.py:207): one epoch of 96 000 + 2 000 examples."""
-    return (96_000 + 2_000) // batch
-
-
-def lr_at(count: int, batch: int) -> float:
-    """optax.exponential_decay(1e-3, steps, 0.9, transition_begin=1, end_value=1e-5) at ``count``."""
+def lr_at(count: int, batch: int, task: str) -> float:
+    """optax.exponential_decay(1e-3, epoch // B, rate, transition_begin=1, end_value=1e-5) at ``count``."""
+    net = TASK_NETWORKS[task]
     if count <= 1:
         return LR
-    return max(LR * RATE ** ((count - 1) / decay_steps(batch)), FLOOR)
+    return max(LR * float(net["rate"]) ** ((count - 1) / (int(net["epoch"]) // batch)), FLOOR)
 
 
-# --------------------------------------------------------------------------------------- batches
+# ------------------------------------------------------------------------------------------ data
+class RunData:
+    """What both sides read from ``out``: the batches of step ``i`` and, for timed runs, the test split.
+
+    Step-by-step runs (``batches``): ``batches.npz`` holds (steps, B, T) tokens. Timed runs (``data``):
+    ``train_tokens.npy`` (N, T) uint8, ``train_labels.npy``, ``order.npy`` (epochs, N) — the row order
+    of each epoch, the same on both sides — and ``test_tokens.npy`` / ``test_labels.npy``.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.meta = json.loads((out / "meta.json").read_text())
+        self.task: str = self.meta["task"]
+        self.batch: int = self.meta["batch"]
+        self.timed = self.meta["mode"] == "timed"
+        if self.timed:
+            self.tokens = np.load(out / "train_tokens.npy", mmap_mode="r")
+            self.labels = np.load(out / "train_labels.npy")
+            self.order = np.load(out / "order.npy")
+            self.steps = self.order.shape[0] * (self.order.shape[1] // self.batch)
+        else:
+            with np.load(out / "batches.npz") as f:
+                self.tokens, self.labels = f["tokens"], f["labels"]
+            self.steps = self.tokens.shape[0]
+        self.max_len: int = self.tokens.shape[-1]
+
+    def step(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens (B, T) int32 and labels (B,) int32 of step ``i`` (counting from 0)."""
+        if not self.timed:
+            return self.tokens[i], self.labels[i]
+        per_epoch = self.order.shape[1] // self.batch
+        rows = np.sort(self.order[i // per_epoch, (i % per_epoch) * self.batch :][: self.batch])
+        return np.asarray(self.tokens[rows], dtype=np.int32), self.labels[rows].astype(np.int32)
+
+    def test(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.load(self.out / "test_tokens.npy").astype(np.int32), np.load(self.out / "test_labels.npy")
+
+
+def write_meta(out: Path, **meta: object) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
 def make_batches(args: argparse.Namespace) -> None:
     from hrrformer.data import load_task
     from hrrformer.tasks import get_preset
@@ -72,9 +135,10 @@ def make_batches(args: argparse.Namespace) -> None:
         x, y = data.train[i]  # file order (LRA's files are shuffled)
         tokens[i // args.batch, i % args.batch, : len(x)] = np.asarray(x)
         labels[i // args.batch, i % args.batch] = int(y)
-    assert tokens.max() < VOCAB and labels.max() < CLASSES
+    net = TASK_NETWORKS["listops"]
+    assert tokens.max() < net["vocab"] and labels.max() < net["classes"]
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    write_meta(out, task="listops", mode="steps", batch=args.batch)
     np.savez(out / "batches.npz", tokens=tokens, labels=labels)
     lengths = (tokens > 0).sum(-1)
     print(
@@ -83,9 +147,94 @@ def make_batches(args: argparse.Namespace) -> None:
     )
 
 
-def load_batches(out: Path) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(out / "batches.npz") as f:
-        return f["tokens"], f["labels"]
+def as_authors_tokens(split, task: str, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, T) uint8 tokens as the authors' network takes them, and (N,) labels, of one of our splits.
+
+    ListOps: our ids, padded with 0 to T (as LRA). Image: our pixels are gray + 1 (0 = padding);
+    theirs are the raw gray values 0-255 with no padding, so 1 is subtracted.
+    """
+    tokens = np.zeros((len(split), max_len), dtype=np.uint8)
+    labels = np.zeros(len(split), dtype=np.int32)
+    shift = 1 if task == "image" else 0
+    for i in range(len(split)):
+        x, y = split[i]
+        x = np.asarray(x)[:max_len] - shift
+        tokens[i, : len(x)] = x
+        labels[i] = int(y)
+    return tokens, labels
+
+
+def make_data(args: argparse.Namespace) -> None:
+    """The timed pair's data: our ``cpu``-preset splits of ``--task`` in the authors' token format."""
+    from hrrformer.data import load_task
+    from hrrformer.tasks import get_preset
+    from hrrformer.train import generated_data_dir
+
+    net = TASK_NETWORKS[args.task]
+    if args.task == "listops":
+        path = generated_data_dir("listops", get_preset("listops", "cpu"), 0)
+    elif args.path is None:
+        raise SystemExit("--path is required for --task image (CIFAR-10: folder or archive)")
+    else:
+        path = Path(args.path)
+    data = load_task(args.task, path, max_len=int(net["max_len"]))
+    test = data.test if data.test is not None else data.val  # image: the 10% held out of train
+    out = Path(args.out)
+    write_meta(out, task=args.task, mode="timed", batch=args.batch, source=str(path))
+    for name, split in (("train", data.train), ("test", test)):
+        tokens, labels = as_authors_tokens(split, args.task, int(net["max_len"]))
+        assert labels.max() < net["classes"] and tokens.max() < net["vocab"]
+        np.save(out / f"{name}_tokens.npy", tokens)
+        np.save(out / f"{name}_labels.npy", labels)
+        print(f"{name}: {tokens.shape} tokens, class shares {np.bincount(labels) / len(labels)}")
+    rng = np.random.default_rng(0)
+    np.save(out / "order.npy", np.stack([rng.permutation(len(data.train)) for _ in range(args.epochs)]))
+    print(f"{out}: {args.epochs} epochs of {len(data.train)} rows in a seeded order, B = {args.batch}")
+
+
+class Progress:
+    """Per-step losses and times, a progress line every ``every`` steps (rate, elapsed, ETA), the budget."""
+
+    def __init__(self, name: str, steps: int, batch: int, minutes: float | None, every: int = 20) -> None:
+        self.name, self.steps, self.batch, self.every = name, steps, batch, every
+        self.budget = None if minutes is None else 60.0 * minutes
+        self.losses: list[float] = []
+        self.seconds: list[float] = []
+        self.lrs: list[float] = []
+        self.start = time.perf_counter()
+
+    def record(self, loss: float, seconds: float, lr: float) -> None:
+        self.losses.append(loss)
+        self.seconds.append(seconds)
+        self.lrs.append(lr)
+        n = len(self.losses)
+        if n % self.every == 0 or n == 1:
+            elapsed = sum(self.seconds)
+            rate = self.batch * n / elapsed
+            left = (self.budget - elapsed) if self.budget else (self.steps - n) * elapsed / n
+            print(
+                f"{self.name} step {n}/{self.steps} loss {np.mean(self.losses[-self.every :]):.4f} "
+                f"{rate:.1f} ex/s elapsed {elapsed / 60:.1f} min ETA {max(left, 0) / 60:.1f} min",
+                flush=True,
+            )
+
+    def done(self) -> bool:
+        """True once the budget of training time (the steps' own seconds) is spent."""
+        return self.budget is not None and sum(self.seconds) >= self.budget
+
+    def save(self, path: Path, test_accuracy: float | None, **extra: np.ndarray) -> dict:
+        import resource
+
+        summary = dict(
+            steps=len(self.losses),
+            train_seconds=float(sum(self.seconds)),
+            wall_seconds=time.perf_counter() - self.start,
+            peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            test_accuracy=test_accuracy,
+        )
+        np.savez(path, loss=np.array(self.losses), seconds=np.array(self.seconds), lr=np.array(self.lrs), **extra)
+        print(f"{path} written: {summary}", flush=True)
+        return summary
 
 
 # ------------------------------------------------------------------------------------- their side
@@ -100,24 +249,26 @@ def run_jax(args: argparse.Namespace) -> None:
     from flax.training.common_utils import shard, shard_prng_key
 
     out = Path(args.out)
-    tokens, labels = load_batches(out)
-    steps, batch, max_len = tokens.shape
+    data = RunData(out)
+    net = TASK_NETWORKS[data.task]
     if "tree_map" not in vars(jax):  # their grad_check (utils.py:40) calls jax.tree_map, removed in jax 0.6
         jax.tree_map = jax.tree_util.tree_map
-    module = load_authors_module(Path(args.authors), "listops")
+    module = load_authors_module(Path(args.authors), data.task)
     network = module.Network(
-        vocab_size=VOCAB,
-        max_seq_len=max_len,
-        embed_size=DIM,
-        heads=HEADS,
-        n_layer=LAYERS,
-        output_size=CLASSES,
-        dropout_rate=0.0,
+        vocab_size=net["vocab"],
+        max_seq_len=data.max_len,
+        embed_size=net["dim"],
+        heads=net["heads"],
+        n_layer=net["layers"],
+        output_size=net["classes"],
+        dropout_rate=args.dropout,
     )
-    # As their train() (listops/hrrformer_mgpu.py:197-216), with dropout 0.
+    # As their train() (listops/hrrformer_mgpu.py:197-216, image/hrrformer_mgpu.py:192-210).
     p_key_next, p_key = jax.random.split(jax.random.PRNGKey(0))
     d_key_next, d_key = jax.random.split(jax.random.PRNGKey(0))
-    params = module.initialize_model(model=network, max_seq_len=max_len, init_rngs={"params": p_key, "dropout": d_key})
+    params = module.initialize_model(
+        model=network, max_seq_len=data.max_len, init_rngs={"params": p_key, "dropout": d_key}
+    )
 
     def flat(p) -> dict[str, np.ndarray]:
         return {k: np.asarray(v, dtype=np.float32) for k, v in traverse_util.flatten_dict(p, sep="/").items()}
@@ -125,54 +276,64 @@ def run_jax(args: argparse.Namespace) -> None:
     np.savez(out / "init.npz", **flat(params))
     print(f"{out / 'init.npz'} written ({sum(v.size for v in flat(params).values())} parameters)", flush=True)
     scheduler = optax.exponential_decay(
-        init_value=LR, transition_steps=decay_steps(batch), decay_rate=RATE, transition_begin=1, end_value=FLOOR
+        init_value=LR,
+        transition_steps=int(net["epoch"]) // data.batch,
+        decay_rate=float(net["rate"]),
+        transition_begin=1,
+        end_value=FLOOR,
     )
     tx = optax.adam(learning_rate=scheduler)
     # flax 0.6 (theirs) returned a FrozenDict from init; their grad_check (utils.py:38-41) returns one.
     state = train_state.TrainState.create(apply_fn=network.apply, params=freeze(params), tx=tx)
     state = jax_utils.replicate(state)
     step_fn = jax.pmap(module.train_step, axis_name="batch", donate_argnums=(0,))  # their train_step, unchanged
-    losses, seconds, lrs = [], [], []
-    for i in range(steps):
+    progress = Progress("jax", data.steps, data.batch, args.minutes)
+    for i in range(data.steps):
         p_key_next, p_key = jax.random.split(p_key_next)
         d_key_next, d_key = jax.random.split(d_key_next)
         rngs = {"params": shard_prng_key(p_key), "dropout": shard_prng_key(d_key)}
-        lrs.append(float(scheduler(i)))
+        lr = float(scheduler(i))
+        tokens, labels = data.step(i)
         tic = time.perf_counter()
-        state, metrics = step_fn(state, shard([tokens[i], labels[i]]), rngs)
+        state, metrics = step_fn(state, shard([tokens, labels]), rngs)
         loss = float(np.asarray(metrics["loss"]).mean())  # blocks until the step is done
-        seconds.append(time.perf_counter() - tic)
-        losses.append(loss)
-        if i % 10 == 0 or i == steps - 1:
-            print(f"jax step {i + 1}/{steps} loss {loss:.6f} {seconds[-1]:.2f}s", flush=True)
-    final = flat(jax_utils.unreplicate(state.params))
-    np.savez(
-        out / "jax.npz",
-        loss=np.array(losses),
-        seconds=np.array(seconds),
-        lr=np.array(lrs),
-        **{f"final/{k}": v for k, v in final.items()},
-    )
+        progress.record(loss, time.perf_counter() - tic, lr)
+        if progress.done():
+            break
+    final_params = jax_utils.unreplicate(state.params)
+    accuracy = None
+    if data.timed:  # eval mode (training=False: no dropout), as their predict
+        apply = jax.jit(lambda p, x: network.apply({"params": p}, x, training=False))
+        x, y = data.test()
+        pred = np.concatenate(
+            [
+                np.asarray(apply(final_params, x[j : j + args.eval_batch])).argmax(-1)
+                for j in range(0, len(x), args.eval_batch)
+            ]
+        )
+        accuracy = float((pred == y).mean())
+    final = flat(final_params)
+    summary = progress.save(out / "jax.npz", accuracy, **{f"final/{k}": v for k, v in final.items()})
     meta = dict(
         jax=jax.__version__,
         optax=optax.__version__,
         devices=str(jax.devices()),
-        steps=steps,
-        batch=batch,
-        max_len=max_len,
+        batch=data.batch,
+        max_len=data.max_len,
+        dropout=args.dropout,
+        **summary,
     )
     (out / "jax.json").write_text(json.dumps(meta, indent=1))
-    print(f"{out / 'jax.npz'} written", flush=True)
 
 
 # --------------------------------------------------------------------------------------- our side
-def smoothed_ce(logits, labels):
+def smoothed_ce(logits, labels, classes: int):
     """Their cross_entropy_loss (listops/hrrformer_mgpu.py:140-144) on our logits."""
     import torch
 
     pred = torch.log_softmax(logits, dim=-1)
-    true = torch.nn.functional.one_hot(labels, CLASSES).to(pred.dtype)
-    true = true * (1.0 - SMOOTHING) + SMOOTHING / CLASSES  # optax.smooth_labels
+    true = torch.nn.functional.one_hot(labels, classes).to(pred.dtype)
+    true = true * (1.0 - SMOOTHING) + SMOOTHING / classes  # optax.smooth_labels
     return torch.nan_to_num((-true * pred).sum(-1)).mean()
 
 
@@ -192,66 +353,131 @@ def run_torch(args: argparse.Namespace) -> None:
     from hrrformer.model import Dropout
 
     torch.set_num_threads(1)
+    torch.manual_seed(0)
     out = Path(args.out)
-    tokens, labels = load_batches(out)
-    steps, batch, _ = tokens.shape
+    data = RunData(out)
+    net = TASK_NETWORKS[data.task]
     wait_for(out / "init.npz", args.wait)
     with np.load(out / "init.npz") as f:
         params = {k: f[k] for k in f.files}
-    model = from_flax("listops", params, heads=HEADS).train()
+    model = from_flax(data.task, params, heads=int(net["heads"])).train()
     for m in model.modules():
         if isinstance(m, (Dropout, torch.nn.Dropout)):
-            m.p = 0.0
+            m.p = args.dropout
     opt = torch.optim.Adam(model.parameters(), lr=LR, betas=(0.9, 0.999), eps=1e-8)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda count: lr_at(count, batch) / LR)
-    losses, seconds, lrs = [], [], []
-    for i in range(steps):
-        x, y = torch.from_numpy(tokens[i]).long(), torch.from_numpy(labels[i]).long()
-        lrs.append(opt.param_groups[0]["lr"])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda count: lr_at(count, data.batch, data.task) / LR)
+    progress = Progress("torch", data.steps, data.batch, args.minutes)
+    for i in range(data.steps):
+        tokens, labels = data.step(i)
+        x, y = torch.from_numpy(tokens).long(), torch.from_numpy(labels).long()
+        lr = opt.param_groups[0]["lr"]
         tic = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = smoothed_ce(model(x), y)
+        loss = smoothed_ce(model(x), y, int(net["classes"]))
         loss.backward()
         for p in model.parameters():
             if p.grad is not None:
                 p.grad.nan_to_num_()  # their grad_check
         opt.step()
         sched.step()
-        seconds.append(time.perf_counter() - tic)
-        losses.append(loss.item())
-        if i % 10 == 0 or i == steps - 1:
-            print(f"torch step {i + 1}/{steps} loss {losses[-1]:.6f} {seconds[-1]:.2f}s", flush=True)
+        progress.record(loss.item(), time.perf_counter() - tic, lr)
+        if progress.done():
+            break
+    accuracy = None
+    if data.timed:
+        model.eval()
+        x, y = data.test()
+        with torch.no_grad():
+            pred = torch.cat(
+                [
+                    model(torch.from_numpy(x[j : j + args.eval_batch]).long()).argmax(-1)
+                    for j in range(0, len(x), args.eval_batch)
+                ]
+            )
+        accuracy = float((pred.numpy() == y).mean())
     final = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    np.savez(
-        out / "torch.npz",
-        loss=np.array(losses),
-        seconds=np.array(seconds),
-        lr=np.array(lrs),
-        **{f"final/{k}": v for k, v in final.items()},
-    )
+    summary = progress.save(out / "torch.npz", accuracy, **{f"final/{k}": v for k, v in final.items()})
     (out / "torch.json").write_text(
-        json.dumps(dict(torch=torch.__version__, threads=torch.get_num_threads()), indent=1)
+        json.dumps(
+            dict(torch=torch.__version__, threads=torch.get_num_threads(), dropout=args.dropout, **summary), indent=1
+        )
     )
-    print(f"{out / 'torch.npz'} written", flush=True)
 
 
 # ------------------------------------------------------------------------------------- comparison
 def compare(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    data = RunData(out)
+    (compare_timed if data.timed else compare_steps)(data)
+
+
+def examples_per_second(seconds: np.ndarray, batch: int) -> float:
+    return float(batch * (len(seconds) - 2) / seconds[2:].sum())  # steps 1-2 left out: jax compiles in both
+
+
+def compare_timed(data: RunData) -> None:
+    """Loss curves against training time (curves.csv), examples/s, peak memory and test accuracy."""
+    out = data.out
+    runs = {side: np.load(out / f"{side}.npz") for side in ("jax", "torch")}
+    info = {side: json.loads((out / f"{side}.json").read_text()) for side in runs}
+    majority = float(np.bincount(data.test()[1]).max() / len(data.test()[1]))
+    with (out / "curves.csv").open("w") as f:
+        f.write("side,step,train_seconds,loss\n")
+        for side, run in runs.items():
+            for i, (t, loss) in enumerate(zip(np.cumsum(run["seconds"]), run["loss"])):
+                f.write(f"{side},{i + 1},{t:.3f},{loss:.6f}\n")
+    report: dict[str, object] = dict(task=data.task, batch=data.batch, max_len=data.max_len, majority=majority)
+    for side, run in runs.items():
+        elapsed = np.cumsum(run["seconds"])
+        curve = {}
+        for m in CURVE_MINUTES:  # mean loss of the steps in the minutes before m (at most 100 steps)
+            i = int(np.searchsorted(elapsed, 60 * m))
+            if i > 0 and (i < len(elapsed) or m * 60 <= elapsed[-1] + 1):
+                curve[m] = float(run["loss"][max(0, i - 100) : i].mean())
+        report[side] = dict(
+            steps=len(run["loss"]),
+            examples=int(len(run["loss"]) * data.batch),
+            epochs=len(run["loss"]) * data.batch / len(data.labels),
+            ex_per_s=examples_per_second(run["seconds"], data.batch),
+            train_minutes=float(elapsed[-1] / 60),
+            peak_rss_mb=info[side]["peak_rss_mb"],
+            test_accuracy=info[side]["test_accuracy"],
+            loss_last_100=float(run["loss"][-100:].mean()),
+            loss_curve=curve,
+        )
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    print(f"{data.task}: B {data.batch}, T {data.max_len}, test majority share {majority:.4f}")
+    print("side   steps  epochs  ex/s   peak MB  test acc  loss (last 100 steps)")
+    for side in runs:
+        r = report[side]
+        assert isinstance(r, dict)
+        print(
+            f"{side:<6} {r['steps']:>5}  {r['epochs']:.2f}  {r['ex_per_s']:>5.1f}  {r['peak_rss_mb']:>7.0f}  "
+            f"{r['test_accuracy']:.4f}    {r['loss_last_100']:.4f}"
+        )
+    print("minutes  " + "  ".join(f"{m:>6}" for m in CURVE_MINUTES))
+    for side in runs:
+        r = report[side]
+        assert isinstance(r, dict)
+        print(f"{side:<7}  " + "  ".join(f"{r['loss_curve'].get(m, float('nan')):>6.4f}" for m in CURVE_MINUTES))
+
+
+def compare_steps(data: RunData) -> None:
     import torch
 
     from hrrformer.authors import from_flax
 
-    out = Path(args.out)
-    tokens, _ = load_batches(out)
-    steps, batch, max_len = tokens.shape
+    out = data.out
+    heads = int(TASK_NETWORKS[data.task]["heads"])
+    steps, batch, max_len = data.steps, data.batch, data.max_len
     theirs, ours = np.load(out / "jax.npz"), np.load(out / "torch.npz")
     dloss = np.abs(theirs["loss"] - ours["loss"])
     with np.load(out / "init.npz") as f:
         init = {k: f[k] for k in f.files}
     final_theirs = {k.removeprefix("final/"): theirs[k] for k in theirs.files if k.startswith("final/")}
     # Their final weights in our layout (from_flax does the transposes/renames), against ours.
-    converted = {k: v.numpy() for k, v in from_flax("listops", final_theirs, heads=HEADS).state_dict().items()}
-    start = {k: v.numpy() for k, v in from_flax("listops", init, heads=HEADS).state_dict().items()}
+    converted = {k: v.numpy() for k, v in from_flax(data.task, final_theirs, heads=heads).state_dict().items()}
+    start = {k: v.numpy() for k, v in from_flax(data.task, init, heads=heads).state_dict().items()}
     ours_final = {k.removeprefix("final/"): ours[k] for k in ours.files if k.startswith("final/")}
     drift = {}
     for k, v in converted.items():
@@ -264,22 +490,19 @@ def compare(args: argparse.Namespace) -> None:
         )
     # Eval-mode outputs of both final networks on the last batch, through our implementation.
     with torch.no_grad():
-        x = torch.from_numpy(tokens[-1]).long()
-        a = from_flax("listops", final_theirs, heads=HEADS)
-        b = from_flax("listops", init, heads=HEADS)
+        x = torch.from_numpy(data.step(steps - 1)[0]).long()
+        a = from_flax(data.task, final_theirs, heads=heads)
+        b = from_flax(data.task, init, heads=heads)
         b.load_state_dict({k: torch.from_numpy(v) for k, v in ours_final.items()})
         dout = float((torch.log_softmax(a(x), -1) - torch.log_softmax(b(x), -1)).abs().max())
-
-    def rate(s: np.ndarray) -> float:
-        return float(batch * (len(s) - 2) / s[2:].sum())  # steps 1-2 left out: jax compiles in both
-
+    net = TASK_NETWORKS[data.task]
     report = dict(
         steps=int(steps),
         batch=int(batch),
         max_len=int(max_len),
-        dim=DIM,
-        heads=HEADS,
-        layers=LAYERS,
+        dim=net["dim"],
+        heads=heads,
+        layers=net["layers"],
         max_abs_dloss=float(dloss.max()),
         argmax_step=int(dloss.argmax()) + 1,
         final_abs_dloss=float(dloss[-1]),
@@ -294,8 +517,8 @@ def compare(args: argparse.Namespace) -> None:
         param_max_rel_to_update=max(d["rel_to_update"] for d in drift.values()),
         params=drift,
         final_logprob_max_abs_diff_last_batch=dout,
-        ex_per_s_theirs=rate(theirs["seconds"]),
-        ex_per_s_ours=rate(ours["seconds"]),
+        ex_per_s_theirs=examples_per_second(theirs["seconds"], batch),
+        ex_per_s_ours=examples_per_second(ours["seconds"], batch),
         first_step_s_theirs=float(theirs["seconds"][0]),
         first_step_s_ours=float(ours["seconds"][0]),
     )
@@ -321,19 +544,29 @@ def compare(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("batches", help="write the batches (package venv)")
+    p = sub.add_parser("batches", help="write fixed batches for the step-by-step run (package venv)")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--max-len", type=int, default=2000)
+    p = sub.add_parser("data", help="write a task's splits and epoch orders for the timed pair (package venv)")
+    p.add_argument("--task", choices=sorted(TASK_NETWORKS), required=True)
+    p.add_argument("--path", help="the task's data (image: CIFAR-10 folder or archive); listops is generated")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=30, help="epoch orders to write (more than the budget uses)")
     p = sub.add_parser("jax", help="train the authors' network (JAX venv)")
     p.add_argument("--authors", required=True, help="checkout of NeuromorphicComputationResearchProgram/Hrrformer")
     p = sub.add_parser("torch", help="train ours from their initial weights (package venv)")
     p.add_argument("--wait", type=float, default=1800.0, help="seconds to wait for init.npz")
+    for name in ("jax", "torch"):
+        p = sub.choices[name]
+        p.add_argument("--dropout", type=float, default=0.0, help="dropout rate (their 0.1; 0 for step by step)")
+        p.add_argument("--minutes", type=float, help="stop after this much training time (timed runs)")
+        p.add_argument("--eval-batch", type=int, default=64)
     sub.add_parser("compare", help="compare the two runs (package venv)")
     for p in sub.choices.values():
-        p.add_argument("--out", required=True, help="folder for batches, weights, losses and the report")
+        p.add_argument("--out", required=True, help="folder for data, weights, losses and the report")
     args = parser.parse_args()
-    dict(batches=make_batches, jax=run_jax, torch=run_torch, compare=compare)[args.cmd](args)
+    dict(batches=make_batches, data=make_data, jax=run_jax, torch=run_torch, compare=compare)[args.cmd](args)
 
 
 if __name__ == "__main__":
