@@ -978,6 +978,26 @@ def test_generation_into_the_cache_respects_no_progress(tmp_path, monkeypatch, c
     assert "ex/s" in capfd.readouterr().err  # the bar is on by default
 
 
+def test_a_presets_generator_options_reach_the_generator_and_name_the_cache(tmp_path, monkeypatch):
+    """A preset's ListOps lengths are the generated trees' lengths, and they get their own cache
+    folder (LRA's 500-2000 keep the old name, so existing caches stay valid)."""
+    from dataclasses import replace
+
+    from hrrformer.data import load_task
+    from hrrformer.tasks import get_task
+    from hrrformer.train import generated_data_dir
+
+    monkeypatch.setenv("HRRFORMER_CACHE", str(tmp_path))
+    lra = replace(get_task("listops").presets["demo"], generate=(30, 5, 5), generator_options=())
+    short = replace(lra, generator_options=(("min_len", 5), ("max_len", 40)))
+    assert generated_data_dir("listops", lra, seed=0, progress=False).name == "listops-30-5-5-seed0"
+    path = generated_data_dir("listops", short, seed=0, progress=False)
+    assert path.name == "listops-30-5-5-seed0-len5-40"
+    data = load_task("listops", path)
+    lengths = [len(data.train[i][0]) for i in range(len(data.train))]
+    assert len(lengths) == 30 and min(lengths) > 5 and max(lengths) < 40
+
+
 # ============================================================================ the driver entry point
 if __name__ == "__main__" and sys.argv[1:2] == ["--kill-driver"]:
     print(json.dumps(_drive(json.loads(sys.argv[2]))))

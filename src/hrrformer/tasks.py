@@ -33,10 +33,12 @@ class Preset:
     """A preset: ``options``, a partial dict of model and training options (fields of
     :class:`hrrformer.config.HrrformerConfig` and :class:`hrrformer.train.TrainConfig`, which
     hold their defaults and help), and for generated tasks ``generate``, how many examples
-    (train, val, test) to generate when --data is omitted."""
+    (train, val, test) to generate when --data is omitted, and ``generator_options``, keyword
+    arguments of the generator that override the task's (ListOps: ``min_len``/``max_len``)."""
 
     options: Mapping[str, Any]
     generate: tuple[int, int, int] | None = None
+    generator_options: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

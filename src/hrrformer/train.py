@@ -201,14 +201,23 @@ def generated_data_dir(task: str, preset: Preset, seed: int, progress: bool = Tr
     ``progress=False`` turns the generator's progress bar off (``--no-progress``: logs stay clean).
     """
     spec = get_task(task)
-    options = dict(spec.generator_options)
+    options = {**dict(spec.generator_options), **dict(preset.generator_options)}
     n_train, n_val, n_test = preset.generate
     if spec.generator == "listops":
         from .data.listops_gen import generate_listops
 
-        target = default_cache_dir() / f"listops-{n_train}-{n_val}-{n_test}-seed{seed}"
+        lengths = (options.get("min_len", 500), options.get("max_len", 2000))
+        suffix = "" if lengths == (500, 2000) else f"-len{lengths[0]}-{lengths[1]}"  # LRA's lengths: no suffix
+        target = default_cache_dir() / f"listops-{n_train}-{n_val}-{n_test}-seed{seed}{suffix}"
         make = lambda out: generate_listops(  # noqa: E731
-            out, train=n_train, val=n_val, test=n_test, seed=seed, progress=progress
+            out,
+            train=n_train,
+            val=n_val,
+            test=n_test,
+            seed=seed,
+            min_len=lengths[0],
+            max_len=lengths[1],
+            progress=progress,
         )
     else:
         from .data.pathfinder_gen import generate_pathfinder
