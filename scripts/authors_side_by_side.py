@@ -44,6 +44,7 @@ Timed sizes are each task's ``cpu`` preset size in the authors' network for that
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -58,6 +59,7 @@ import numpy as np
 LR, FLOOR, SMOOTHING = 1e-3, 1e-5, 0.1
 TABLE_STEPS = (1, 2, 3, 5, 10, 20, 50, 100, 150, 200)
 CURVE_MINUTES = (1, 2, 5, 10, 15, 20, 30, 40, 50, 60)
+STEP_WINDOW = 250  # steps per window of the same-batches loss table
 
 #: The ``cpu`` preset's size in each task's authors' network, with that task's schedule from their
 #: train(): ``decay_rate`` and ``epoch`` (their ``steps = epoch // batch_size``; listops/
@@ -445,7 +447,16 @@ def compare_timed(data: RunData) -> None:
             loss_last_100=float(run["loss"][-100:].mean()),
             loss_curve=curve,
         )
+    # The same batches in the same order on both sides: the mean loss per window of steps, where both ran.
+    common = min(len(run["loss"]) for run in runs.values())
+    edges = [*range(0, common, STEP_WINDOW), common]
+    report["loss_by_steps"] = {
+        f"{a + 1}-{b}": {side: float(run["loss"][a:b].mean()) for side, run in runs.items()}
+        for a, b in itertools.pairwise(edges)
+        if b > a
+    }
     (out / "report.json").write_text(json.dumps(report, indent=1))
+    plot_curves(runs, out / "curves.png", f"{data.task}, B {data.batch}, T {data.max_len}")
     print(f"{data.task}: B {data.batch}, T {data.max_len}, test majority share {majority:.4f}")
     print("side   steps  epochs  ex/s   peak MB  test acc  loss (last 100 steps)")
     for side in runs:
@@ -460,6 +471,34 @@ def compare_timed(data: RunData) -> None:
         r = report[side]
         assert isinstance(r, dict)
         print(f"{side:<7}  " + "  ".join(f"{r['loss_curve'].get(m, float('nan')):>6.4f}" for m in CURVE_MINUTES))
+    print("steps (same batches)  " + "  ".join(f"{side:>6}" for side in runs))
+    for window, losses in report["loss_by_steps"].items():  # type: ignore[union-attr]
+        print(f"{window:<21} " + "  ".join(f"{losses[side]:>6.4f}" for side in runs))
+
+
+def plot_curves(runs: dict[str, np.lib.npyio.NpzFile], path: Path, title: str, smooth: int = 50) -> None:
+    """Training loss (mean of ``smooth`` steps) against training minutes and against steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    names = {"jax": "theirs (JAX)", "torch": "ours (torch)"}
+    for side, run in runs.items():
+        loss = np.convolve(run["loss"], np.ones(smooth) / smooth, mode="valid")
+        minutes = np.cumsum(run["seconds"])[smooth - 1 :] / 60
+        axes[0].plot(minutes, loss, label=names[side])
+        axes[1].plot(np.arange(smooth, len(run["loss"]) + 1), loss, label=names[side])
+    axes[0].set_xlabel("training minutes (one thread each, side by side)")
+    axes[1].set_xlabel("step (the same batches on both sides)")
+    for ax in axes:
+        ax.set_ylabel(f"training loss, mean of {smooth} steps")
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def compare_steps(data: RunData) -> None:

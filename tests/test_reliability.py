@@ -940,12 +940,14 @@ def test_predict_reads_the_list_from_stdin_and_needs_files(binaries_run, tmp_pat
 def test_concurrent_generation_into_the_cache_keeps_the_first_complete_copy(tmp_path, monkeypatch):
     """Two runs started at once both generate; the one finishing second must not delete the
     copy the first is already reading, and leaves no temporary folder behind."""
+    from dataclasses import replace
+
     import hrrformer.data.listops_gen as listops_gen
     from hrrformer.tasks import get_task
     from hrrformer.train import generated_data_dir
 
     monkeypatch.setenv("HRRFORMER_CACHE", str(tmp_path))
-    preset = get_task("listops").presets["demo"]
+    preset = replace(get_task("listops").presets["demo"], generate=(40, 5, 5))
     real_generate = listops_gen.generate_listops
     first: dict[str, Path] = {}
 
