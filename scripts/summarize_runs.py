@@ -3,6 +3,8 @@
 Usage: python scripts/summarize_runs.py runs/exp/*            (one row per run)
        python scripts/summarize_runs.py --epochs runs/exp/*   (per epoch: cumulative training
        minutes and validation accuracy, for "time to reach an accuracy" comparisons)
+       python scripts/summarize_runs.py --leave 2.1 runs/sweep/*   (the first step at which the
+       mean training loss of the last 200 steps falls below 2.1 nats: when a run leaves a plateau)
 """
 
 from __future__ import annotations
@@ -45,7 +47,44 @@ def epoch_rows(run: Path) -> list[str]:
     return rows
 
 
+def leave_row(run: Path, loss: float, window: int = 200) -> str | None:
+    """Steps trained, the first step whose trailing `window`-step mean training loss is < `loss`,
+    the validation accuracy after each epoch, test accuracy and examples/s."""
+    metrics = run / "metrics.jsonl"
+    if not metrics.exists():
+        return None
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    train = [(r["step"], r["loss"]) for r in records if r.get("type") == "train"]
+    left = None
+    for i, (step, _) in enumerate(train):
+        recent = [x for s, x in train[: i + 1] if s > step - window]
+        if step >= window and sum(recent) / len(recent) < loss:
+            left = step
+            break
+    vals = " ".join(f"{100 * r['val_accuracy']:.1f}" for r in records if r.get("type") == "epoch")
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+    test = summary.get("test_accuracy")
+    last = train[-1][0] if train else 0
+    shown = f"{left:,}" if left is not None else f"not by {last:,}"
+    rate = summary.get("examples_per_second")
+    return (
+        f"| {run.name} | {last:,} | {shown} | {vals} | {'–' if test is None else f'{100 * test:.2f}'} "
+        f"| {'–' if rate is None else f'{rate:.0f}'} |"
+    )
+
+
 def main(paths: list[str]) -> None:
+    if paths and paths[0] == "--leave":
+        loss = float(paths[1])
+        print(
+            f"| run | steps | first step with 200-step mean loss < {loss:g} | val % after each epoch | test % | ex/s |"
+        )
+        print("|---|---|---|---|---|---|")
+        for p in paths[2:]:
+            line = leave_row(Path(p), loss)
+            if line:
+                print(line)
+        return
     if paths and paths[0] == "--epochs":
         print("| run | epoch | training minutes | val acc % | train loss |")
         print("|---|---|---|---|---|")

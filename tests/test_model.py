@@ -74,6 +74,8 @@ def test_bad_config_and_mask_raise():
         Hrrformer(tiny_config())(torch.ones(2, 10, dtype=torch.long), torch.zeros(2, 9, dtype=torch.bool))
     with pytest.raises(ValueError, match="unknown HrrformerConfig keys"):
         HrrformerConfig.from_dict({"dim": 8, "colour": "red"})
+    with pytest.raises(ValueError, match="score_scale must be > 0"):
+        tiny_config(score_scale=0.0, learn_score_scale=True)
 
 
 def test_config_round_trips_through_dict():

@@ -146,12 +146,19 @@ def test_a_large_score_scale_focuses_the_weights_and_stays_finite():
     assert torch.isfinite(w_huge).all()
 
 
-def test_layer_learns_its_score_scale():
-    layer = HrrAttention(12, 3, score_scale=2.0, learn_score_scale=True).double()
-    assert isinstance(layer.score_scale, torch.nn.Parameter)
+def test_layer_learns_its_score_scale_in_log_space():
+    layer = HrrAttention(12, 3, score_scale=16.0, learn_score_scale=True).double()
+    assert isinstance(layer.log_score_scale, torch.nn.Parameter) and layer.score_scale is None
+    torch.testing.assert_close(layer.score_scales(), torch.full((3,), 16.0, dtype=torch.float64))
     x = torch.randn(2, 9, 12, dtype=torch.float64)
+    optimizer = torch.optim.Adam([layer.log_score_scale], lr=0.05)
     layer(x).square().sum().backward()
-    assert layer.score_scale.grad is not None and layer.score_scale.grad.abs().sum() > 0
+    assert layer.log_score_scale.grad is not None and layer.log_score_scale.grad.abs().min() > 0
+    optimizer.step()
+    # Adam's first step moves each log τ by lr: τ changes by the same fraction (e^±0.05) at any size
+    torch.testing.assert_close((layer.score_scales() / 16.0).log().abs(), torch.full((3,), 0.05, dtype=torch.float64))
+    with pytest.raises(ValueError, match="score_scale > 0"):
+        HrrAttention(12, 3, score_scale=-1.0, learn_score_scale=True)
     fixed = HrrAttention(12, 3, score_scale=2.0)
     assert "score_scale" in dict(fixed.named_buffers()) and "score_scale" not in dict(fixed.named_parameters())
     with pytest.raises(ValueError, match="score_scale"):

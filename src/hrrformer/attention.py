@@ -12,6 +12,8 @@ parallelism. Softmax attention has no such form (it would need ring attention) a
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -131,10 +133,12 @@ class HrrAttention(_MultiHeadAttention):
     paper's w_t·v_t is about v_t / T, and the attention branch starts ~1/T the size of the
     residual it is added to (measured: 7·10⁻⁴ at T ≈ 1,100, EXPERIMENTS.md); scaled, uniform
     weights give v_t and the weights act as gates around 1. Off by default (the paper's formula).
-    ``score_scale=τ`` (a float): w = softmax_t(τ_h a_t) per head h, τ_h starting at τ, a learned
-    parameter with ``learn_score_scale=True`` (a buffer otherwise); |τ| is clamped at 40. The
-    paper's cosine scores lie in [−1, 1], so without it every weight is within e² of uniform.
-    None (default): the paper's formula.
+    ``score_scale=τ`` (a float): w = softmax_t(τ_h a_t) per head h, τ_h starting at τ; |τ| is clamped
+    at 40. The paper's cosine scores lie in [−1, 1], so without it every weight is within e² of
+    uniform. None (default): the paper's formula. ``learn_score_scale=True`` learns it as
+    τ_h = exp(ρ_h), ρ_h = log τ a parameter (``log_score_scale``; τ > 0): Adam then changes τ by a
+    roughly constant *fraction* per step (~lr), where learning τ itself moved it by ~lr in absolute
+    terms, 16 → 16.07 in 2,000 steps (EXPERIMENTS.md). Fixed, τ is a buffer (``score_scale``).
     ``output="retrieved"``: position t outputs w_t ‖v_t‖ v̂_t / ‖v̂_t‖, the direction of what its
     query unbinds from β (content from the whole sequence), instead of the paper's w_t v_t (its own
     value times one scalar).
@@ -164,13 +168,19 @@ class HrrAttention(_MultiHeadAttention):
         check_method(method, causal, output)
         if learn_score_scale and score_scale is None:
             raise ValueError("learn_score_scale=True needs a score_scale to start from")
+        learned = score_scale is not None and learn_score_scale
+        if learned and score_scale <= 0:
+            raise ValueError(f"learn_score_scale=True learns log τ and needs score_scale > 0, got {score_scale}")
+        fixed = score_scale is not None and not learn_score_scale
         self.score_scale: torch.Tensor | None
-        if score_scale is None:
-            self.score_scale = None
-        elif learn_score_scale:
-            self.score_scale = nn.Parameter(torch.full((num_heads,), float(score_scale)))
-        else:
-            self.register_buffer("score_scale", torch.full((num_heads,), float(score_scale)))
+        self.register_buffer("score_scale", torch.full((num_heads,), float(score_scale)) if fixed else None)
+        self.log_score_scale = nn.Parameter(torch.full((num_heads,), math.log(score_scale))) if learned else None
+
+    def score_scales(self) -> torch.Tensor | None:
+        """τ (h,) as the kernel uses it: exp(log τ) when learned, the fixed buffer, or None (the paper)."""
+        if self.log_score_scale is not None:
+            return self.log_score_scale.exp()
+        return self.score_scale
 
     #: When True, each forward stores its attention weights w (B, h, T) in ``last_weights``.
     record_weights: bool = False
@@ -180,7 +190,7 @@ class HrrAttention(_MultiHeadAttention):
             q, k = hrr.projection(q), hrr.projection(k)
         out, w = hrr_attention(
             q, k, v, key_padding_mask, causal=self.causal, method=self.method,
-            reduction=reduction, length_scale=self.length_scale, score_scale=self.score_scale, output=self.output,
+            reduction=reduction, length_scale=self.length_scale, score_scale=self.score_scales(), output=self.output,
             pads_in_beta=self.pads_in_beta, return_weights=True,
         )  # fmt: skip
         if self.record_weights:

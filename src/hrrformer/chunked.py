@@ -137,7 +137,7 @@ def chunked_block_forward(
     parts = [_run(passes.superpose, xc, kc) for xc, kc in zip(xs, beta_keeps, strict=True)]
     betas, common = combine_superpositions([p for p, _ in parts], [s for _, s in parts], passes.causal, reduction)
     a = [_run(passes.scores, xc, kc, bc, common) for xc, kc, bc in zip(xs, beta_keeps, betas, strict=True)]
-    weights = softmax_weights(a, keeps, passes.causal, reduction, attn.score_scale)  # (B, h, T_c) each
+    weights = softmax_weights(a, keeps, passes.causal, reduction, attn.score_scales())  # (B, h, T_c) each
     if attn.record_weights:
         attn.last_weights = torch.cat(weights, dim=-1).detach()
     if attn.length_scale:

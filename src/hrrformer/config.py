@@ -56,7 +56,9 @@ class HrrformerConfig:
         "weight within e² of uniform); none: the paper (τ = 1)",
         metavar="TAU",
     )
-    learn_score_scale: bool = option(False, "hrr: learn the score scale τ per head, from --score-scale")
+    learn_score_scale: bool = option(
+        False, "hrr: learn the score scale τ per head as exp(log τ), from --score-scale (> 0)"
+    )
     hrr_output: Literal["value", "retrieved"] = option(
         "value",
         "hrr: what position t outputs: value (the paper, w_t·v_t) or retrieved (w_t·|v_t|·v̂_t/|v̂_t|, "
@@ -111,6 +113,10 @@ class HrrformerConfig:
             raise ValueError(f"HrrformerConfig.norm_eps must be > 0, got {self.norm_eps}")
         if self.learn_score_scale and self.score_scale is None:
             raise ValueError("HrrformerConfig.learn_score_scale needs a score_scale to start from")
+        if self.learn_score_scale and not self.score_scale > 0:
+            raise ValueError(
+                f"HrrformerConfig.learn_score_scale learns log τ: score_scale must be > 0, got {self.score_scale}"
+            )
         if self.chunk_size is not None:
             if self.chunk_size < 1:
                 raise ValueError(f"HrrformerConfig.chunk_size must be ≥ 1 or None, got {self.chunk_size}")
