@@ -1,7 +1,10 @@
-"""How much each block's attention adds to the residual stream: RMS(attention output) / RMS(x).
+"""How much each block's attention adds to the residual stream: RMS(attention output) / RMS(x),
+and, for HRR, how far its weights focus.
 
 For each run directory given: the trained model, then the same configuration freshly initialised
 with HRR and with softmax attention, on the first 16 validation examples (real positions only).
+For trained HRR blocks also: the entropy of w over the n real positions divided by log n (1 =
+uniform), the largest weight times n (1 = uniform), and the score scale τ per head when set.
 HRR attention outputs w_t·v_t with Σ_t w_t = 1, so at initialisation its branch is about 1/T of
 the residual; softmax attention outputs Σ_s w_ts·v_s, a weighted mean of values.
 
@@ -14,6 +17,7 @@ import sys
 
 import torch
 
+from hrrformer.attention import HrrAttention
 from hrrformer.data.base import collate
 from hrrformer.distributed import DistInfo
 from hrrformer.train import build_model, load_data, load_run
@@ -37,6 +41,26 @@ def branch_ratios(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> lis
     return ratios
 
 
+def focus(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> list[str]:
+    """Per HRR block: mean over examples and heads of H(w)/log n and of max_t w_t·n, and τ."""
+    layers = [m for m in model.modules() if isinstance(m, HrrAttention)]
+    for layer in layers:
+        layer.record_weights = True
+    with torch.no_grad():
+        model(batch["tokens"], batch["mask"])
+    n = (~batch["mask"]).sum(1).double()[:, None]  # (B, 1)
+    lines = []
+    for layer in layers:
+        layer.record_weights = False
+        w = layer.last_weights.double()  # (B, h, T)
+        entropy = -(w * w.clamp_min(1e-300).log()).sum(-1) / n.log()  # (B, h)
+        peak = w.amax(-1) * n  # (B, h)
+        tau = layer.score_scales()
+        shown = "" if tau is None else " τ " + " ".join(f"{x:.2f}" for x in tau.tolist())
+        lines.append(f"H(w)/log n {entropy.mean():.3f}, max w·n {peak.mean():.1f}{shown}")
+    return lines
+
+
 def main(run_dirs: list[str]) -> None:
     torch.set_num_threads(1)
     for run_dir in run_dirs:
@@ -46,9 +70,20 @@ def main(run_dirs: list[str]) -> None:
         length = (~batch["mask"]).sum(1).float().mean().item()
         print(f"{run_dir}: mean length {length:.0f}")
         print(f"  trained {config.model['attention']:8s}", [f"{r:.2e}" for r in branch_ratios(trained, batch)])
+        for line in focus(trained, batch):
+            print(f"  trained weights: {line}")
+        variant = {name: config.model.get(name) for name in ("length_scale", "score_scale", "learn_score_scale")}
+        variant["hrr_output"] = config.model.get("hrr_output", "value")
         for attention in ("hrr", "softmax"):
             config.model["attention"] = attention
-            config.model["length_scale"] = attention == "hrr" and config.model.get("length_scale", False)
+            if attention == "softmax":  # the HRR-only options off
+                variant = {
+                    "length_scale": False,
+                    "score_scale": None,
+                    "learn_score_scale": False,
+                    "hrr_output": "value",
+                }
+            config.model.update(variant)
             torch.manual_seed(config.seed)
             fresh = build_model(config).eval()
             print(f"  init    {attention:8s}", [f"{r:.2e}" for r in branch_ratios(fresh, batch)])

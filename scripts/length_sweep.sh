@@ -4,6 +4,8 @@
 # trees of each length range (30,000 / 1,000 / 2,000, seed 0), two runs side by side, one thread
 # each, from a snapshot of the committed code (git archive HEAD), same seed.
 # Usage: bash scripts/length_sweep.sh MINUTES RANGE... (RANGE = MIN-MAX tokens, e.g. 100-500)
+#        VARIANTS="retrieved-only retrieved-tau" bash scripts/length_sweep.sh ...  (two at a time, in
+#        order; default: paper softmax ls-tau retrieved; the names are the case below)
 # Runs: runs/sweep/l<MAX>-<variant>/; logs: logs/sweep-*.log. Finished runs are skipped.
 # Summary: python scripts/summarize_runs.py --leave 2.1 runs/sweep/l<MAX>-*
 set -uo pipefail
@@ -21,17 +23,29 @@ run() {  # name, data, max_len, then hrrformer train arguments (in the backgroun
     --task listops --preset demo --data "$data" --max-len "$max_len" --epochs 50 --max-minutes "$minutes" \
     --no-progress --log-every 10 --overwrite --out "runs/sweep/$name" "$@" > "logs/sweep-$name.log" 2>&1 &
 }
-variant_ls_tau=(--length-scale --score-scale 16 --learn-score-scale)
-variant_retrieved=(--hrr-output retrieved --length-scale --score-scale 16 --learn-score-scale)
+variant_args() {  # variant name → its hrrformer train flags
+  case "$1" in
+    paper) ;;
+    softmax) echo --attention softmax ;;
+    ls-tau) echo --length-scale --score-scale 16 --learn-score-scale ;;
+    retrieved) echo --hrr-output retrieved --length-scale --score-scale 16 --learn-score-scale ;;
+    retrieved-only) echo --hrr-output retrieved ;;
+    retrieved-tau) echo --hrr-output retrieved --score-scale 16 --learn-score-scale ;;
+    retrieved-ls) echo --hrr-output retrieved --length-scale ;;
+    *) echo "unknown variant $1" >&2; exit 2 ;;
+  esac
+}
+read -r -a variants <<< "${VARIANTS:-paper softmax ls-tau retrieved}"
 for range in "$@"; do
   lo="${range%-*}" hi="${range#*-}" data="data/listops-sweep/$range"
   [ -f "$data/basic_test.tsv" ] || hrr data listops --out "$data" --train 30000 --val 1000 --test 2000 \
     --min-len "$lo" --max-len "$hi" --seed 0 > "logs/sweep-data-$range.log" 2>&1
-  run "l$hi-paper" "$data" "$hi"
-  run "l$hi-softmax" "$data" "$hi" --attention softmax
-  wait
-  run "l$hi-ls-tau" "$data" "$hi" "${variant_ls_tau[@]}"
-  run "l$hi-retrieved" "$data" "$hi" "${variant_retrieved[@]}"
+  for i in "${!variants[@]}"; do
+    name="${variants[$i]}"
+    # shellcheck disable=SC2046  # the flags are words
+    run "l$hi-$name" "$data" "$hi" $(variant_args "$name")
+    if (( i % 2 == 1 )); then wait; fi
+  done
   wait
 done
 rm -rf "$snapshot"
