@@ -32,6 +32,7 @@ variant_args() {  # variant name → its hrrformer train flags
     retrieved-only) echo --hrr-output retrieved ;;
     retrieved-tau) echo --hrr-output retrieved --score-scale 16 --learn-score-scale ;;
     retrieved-ls) echo --hrr-output retrieved --length-scale ;;
+    retrieved-h1) echo --hrr-output retrieved --length-scale --score-scale 16 --learn-score-scale --heads 1 ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac
 }

@@ -66,10 +66,10 @@ def leave_row(run: Path, loss: float, window: int = 200) -> str | None:
     test = summary.get("test_accuracy")
     last = train[-1][0] if train else 0
     shown = f"{left:,}" if left is not None else f"not by {last:,}"
-    rate = summary.get("examples_per_second")
+    rate, rss = summary.get("examples_per_second"), summary.get("peak_rss_mb")
     return (
         f"| {run.name} | {last:,} | {shown} | {vals} | {'–' if test is None else f'{100 * test:.2f}'} "
-        f"| {'–' if rate is None else f'{rate:.0f}'} |"
+        f"| {'–' if rate is None else f'{rate:.0f}'} | {'–' if rss is None else f'{rss:.0f} MB'} |"
     )
 
 
@@ -77,9 +77,9 @@ def main(paths: list[str]) -> None:
     if paths and paths[0] == "--leave":
         loss = float(paths[1])
         print(
-            f"| run | steps | first step with 200-step mean loss < {loss:g} | val % after each epoch | test % | ex/s |"
+            f"| run | steps | first step with 200-step mean loss < {loss:g} | val % after each epoch | test % | ex/s | peak RSS |"
         )
-        print("|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|")
         for p in paths[2:]:
             line = leave_row(Path(p), loss)
             if line:
