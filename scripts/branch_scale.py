@@ -18,6 +18,7 @@ import sys
 import torch
 
 from hrrformer.attention import HrrAttention
+from hrrformer.config import HRR_ONLY_OPTIONS
 from hrrformer.data.base import collate
 from hrrformer.distributed import DistInfo
 from hrrformer.train import build_model, load_data, load_run
@@ -72,18 +73,10 @@ def main(run_dirs: list[str]) -> None:
         print(f"  trained {config.model['attention']:8s}", [f"{r:.2e}" for r in branch_ratios(trained, batch)])
         for line in focus(trained, batch):
             print(f"  trained weights: {line}")
-        variant = {name: config.model.get(name) for name in ("length_scale", "score_scale", "learn_score_scale")}
-        variant["hrr_output"] = config.model.get("hrr_output", "value")
         for attention in ("hrr", "softmax"):
             config.model["attention"] = attention
-            if attention == "softmax":  # the HRR-only options off
-                variant = {
-                    "length_scale": False,
-                    "score_scale": None,
-                    "learn_score_scale": False,
-                    "hrr_output": "value",
-                }
-            config.model.update(variant)
+            if attention == "softmax":
+                config.model.update(HRR_ONLY_OPTIONS)  # the HRR variant's options off
             torch.manual_seed(config.seed)
             fresh = build_model(config).eval()
             print(f"  init    {attention:8s}", [f"{r:.2e}" for r in branch_ratios(fresh, batch)])

@@ -15,16 +15,10 @@ tasks=("$@")
 [ ${#tasks[@]} -gt 0 ] || tasks=(text listops imdb-pairs pathfinder image binaries layers)
 shared="${SHARED_DATA:-$(cd .. && pwd)/shared/data}"
 binaries="${BINARIES_DATA:-data/binaries/manifest.csv}"
-snapshot="$(mktemp -d)"
-git archive HEAD src | tar -x -C "$snapshot"
-mkdir -p logs runs/exp
+source scripts/side_by_side.sh
 run() {  # name, then hrrformer train arguments (runs in the background)
   local name="$1"; shift
-  if [ -f "runs/exp/$name/summary.json" ]; then echo "skip $name (done)"; return; fi
-  echo "$(date -u +%FT%TZ) start $name"
-  OMP_NUM_THREADS=1 PYTHONPATH="$snapshot/src" /usr/bin/time -v .venv/bin/python -m hrrformer train \
-    --out "runs/exp/$name" --overwrite --max-minutes "$minutes" --no-progress --log-every 20 "$@" \
-    > "logs/exp-$name.log" 2>&1 &
+  train_in_background exp "$name" --max-minutes "$minutes" --log-every 20 "$@"
 }
 pair() {  # name, then arguments: NAME-hrr and NAME-softmax side by side
   local name="$1"; shift
@@ -55,4 +49,3 @@ for task in "${tasks[@]}"; do
     *) echo "unknown task $task" >&2; exit 2 ;;
   esac
 done
-rm -rf "$snapshot"

@@ -11,17 +11,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 minutes="$1"; shift
-snapshot="$(mktemp -d)"
-git archive HEAD src | tar -x -C "$snapshot"
-mkdir -p logs runs/sweep
-hrr() { PYTHONPATH="$snapshot/src" .venv/bin/python -m hrrformer "$@"; }
+source scripts/side_by_side.sh
 run() {  # name, data, max_len, then hrrformer train arguments (in the background)
   local name="$1" data="$2" max_len="$3"; shift 3
-  if [ -f "runs/sweep/$name/summary.json" ]; then echo "skip $name (done)"; return; fi
-  echo "$(date -u +%FT%TZ) start $name"
-  OMP_NUM_THREADS=1 PYTHONPATH="$snapshot/src" /usr/bin/time -v .venv/bin/python -m hrrformer train \
-    --task listops --preset demo --data "$data" --max-len "$max_len" --epochs 50 --max-minutes "$minutes" \
-    --no-progress --log-every 10 --overwrite --out "runs/sweep/$name" "$@" > "logs/sweep-$name.log" 2>&1 &
+  train_in_background sweep "$name" --task listops --preset demo --data "$data" --max-len "$max_len" \
+    --epochs 50 --max-minutes "$minutes" --log-every 10 "$@"
 }
 variant_args() {  # variant name → its hrrformer train flags
   case "$1" in
@@ -32,14 +26,14 @@ variant_args() {  # variant name → its hrrformer train flags
     retrieved-only) echo --hrr-output retrieved ;;
     retrieved-tau) echo --hrr-output retrieved --score-scale 16 --learn-score-scale ;;
     retrieved-ls) echo --hrr-output retrieved --length-scale ;;
-    retrieved-h1) echo --hrr-output retrieved --length-scale --score-scale 16 --learn-score-scale --heads 1 ;;
+    retrieved-h1) echo "$(variant_args retrieved)" --heads 1 ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac
 }
 read -r -a variants <<< "${VARIANTS:-paper softmax ls-tau retrieved}"
 for range in "$@"; do
   lo="${range%-*}" hi="${range#*-}" data="data/listops-sweep/$range"
-  [ -f "$data/basic_test.tsv" ] || hrr data listops --out "$data" --train 30000 --val 1000 --test 2000 \
+  [ -f "$data/basic_test.tsv" ] || hrrformer_snapshot data listops --out "$data" --train 30000 --val 1000 --test 2000 \
     --min-len "$lo" --max-len "$hi" --seed 0 > "logs/sweep-data-$range.log" 2>&1
   for i in "${!variants[@]}"; do
     name="${variants[$i]}"
@@ -49,4 +43,3 @@ for range in "$@"; do
   done
   wait
 done
-rm -rf "$snapshot"

@@ -18,6 +18,16 @@ __all__ = ["HrrformerConfig"]
 _DATA = {"flag": False}  # set from the data, not by a flag
 
 
+#: The model options that only HRR attention has, with their values that leave the paper's formula
+#: (and that any attention accepts).
+HRR_ONLY_OPTIONS: dict[str, object] = {
+    "length_scale": False,
+    "score_scale": None,
+    "learn_score_scale": False,
+    "hrr_output": "value",
+}
+
+
 @dataclass
 class HrrformerConfig:
     """Everything that defines an Hrrformer's shape. ``mlp_dim`` defaults to 2 × ``dim``."""
@@ -106,8 +116,8 @@ class HrrformerConfig:
         if self.pad_id is not None and not 0 <= self.pad_id < self.vocab_size:
             raise ValueError(f"HrrformerConfig.pad_id ({self.pad_id}) must be in [0, vocab_size={self.vocab_size})")
         check_choices(self)
-        for name in ("length_scale", "score_scale", "learn_score_scale", "hrr_output"):
-            if getattr(self, name) not in (None, False, "value") and self.attention != "hrr":
+        for name in HRR_ONLY_OPTIONS:
+            if getattr(self, name) != HRR_ONLY_OPTIONS[name] and self.attention != "hrr":
                 raise ValueError(f"HrrformerConfig.{name} needs attention='hrr'")
         if not self.norm_eps > 0:
             raise ValueError(f"HrrformerConfig.norm_eps must be > 0, got {self.norm_eps}")

@@ -1,0 +1,16 @@
+# Sourced by scripts/experiments.sh and scripts/length_sweep.sh: training runs from a snapshot of
+# the committed code (git archive HEAD, so editing the working tree while a queue runs changes
+# nothing), one thread each, in the background, each under /usr/bin/time -v (peak RSS).
+snapshot="$(mktemp -d)"
+git archive HEAD src | tar -x -C "$snapshot"
+trap 'rm -rf "$snapshot"' EXIT
+mkdir -p logs
+hrrformer_snapshot() { PYTHONPATH="$snapshot/src" .venv/bin/python -m hrrformer "$@"; }
+train_in_background() {  # group, name, then hrrformer train arguments → runs/GROUP/NAME, logs/GROUP-NAME.log
+  local group="$1" name="$2"; shift 2
+  if [ -f "runs/$group/$name/summary.json" ]; then echo "skip $name (done)"; return; fi
+  echo "$(date -u +%FT%TZ) start $name"
+  mkdir -p "runs/$group"
+  OMP_NUM_THREADS=1 PYTHONPATH="$snapshot/src" /usr/bin/time -v .venv/bin/python -m hrrformer train \
+    --out "runs/$group/$name" --overwrite --no-progress "$@" > "logs/$group-$name.log" 2>&1 &
+}
