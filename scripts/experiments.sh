@@ -3,6 +3,8 @@
 # each (2 cores: a fair split, and a small model gains little from a second thread), so both
 # attentions get the same machine and the same budget.
 # Usage: bash scripts/experiments.sh [MINUTES_PER_RUN] [TASK...]   (default 60, every task)
+#        ARMS="hrr retrieved" bash scripts/experiments.sh 60 image   (the two arms of each pair:
+#        variant names of variant_args in scripts/side_by_side.sh; default "hrr softmax")
 # Logs: logs/exp-<name>.log; runs: runs/exp/<name>/ (metrics.jsonl, summary.json).
 # Finished runs (summary.json present) are skipped, so the queue can be restarted.
 # The code run is a snapshot of the committed tree (git archive HEAD), so editing the working
@@ -20,10 +22,14 @@ run() {  # name, then hrrformer train arguments (runs in the background)
   local name="$1"; shift
   train_in_background exp "$name" --max-minutes "$minutes" --log-every 20 "$@"
 }
-pair() {  # name, then arguments: NAME-hrr and NAME-softmax side by side
-  local name="$1"; shift
-  run "$name-hrr" --attention hrr "$@"
-  run "$name-softmax" --attention softmax "$@"
+read -r -a arms <<< "${ARMS:-hrr softmax}"
+for arm in "${arms[@]}"; do variant_args "$arm" > /dev/null || exit 2; done
+pair() {  # name, then arguments: NAME-<arm> for each of the arms, side by side
+  local name="$1" arm; shift
+  for arm in "${arms[@]}"; do
+    # shellcheck disable=SC2046  # the flags are words
+    run "$name-$arm" $(variant_args "$arm") "$@"
+  done
   wait
   echo "$(date -u +%FT%TZ) end $name"
 }

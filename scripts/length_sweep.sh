@@ -17,19 +17,6 @@ run() {  # name, data, max_len, then hrrformer train arguments (in the backgroun
   train_in_background sweep "$name" --task listops --preset demo --data "$data" --max-len "$max_len" \
     --epochs 50 --max-minutes "$minutes" --log-every 10 "$@"
 }
-variant_args() {  # variant name → its hrrformer train flags
-  case "$1" in
-    paper) ;;
-    softmax) echo --attention softmax ;;
-    ls-tau) echo --length-scale --score-scale 16 --learn-score-scale ;;
-    retrieved) echo --hrr-output retrieved --length-scale --score-scale 16 --learn-score-scale ;;
-    retrieved-only) echo --hrr-output retrieved ;;
-    retrieved-tau) echo --hrr-output retrieved --score-scale 16 --learn-score-scale ;;
-    retrieved-ls) echo --hrr-output retrieved --length-scale ;;
-    retrieved-h1) echo "$(variant_args retrieved)" --heads 1 ;;
-    *) echo "unknown variant $1" >&2; exit 2 ;;
-  esac
-}
 read -r -a variants <<< "${VARIANTS:-paper softmax ls-tau retrieved}"
 for range in "$@"; do
   lo="${range%-*}" hi="${range#*-}" data="data/listops-sweep/$range"

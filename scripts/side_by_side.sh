@@ -14,3 +14,16 @@ train_in_background() {  # group, name, then hrrformer train arguments → runs/
   OMP_NUM_THREADS=1 PYTHONPATH="$snapshot/src" /usr/bin/time -v .venv/bin/python -m hrrformer train \
     --out "runs/$group/$name" --overwrite --no-progress "$@" > "logs/$group-$name.log" 2>&1 &
 }
+variant_args() {  # variant name → its hrrformer train flags (hrr: the paper's formula, as paper)
+  case "$1" in
+    paper|hrr) echo --attention hrr ;;
+    softmax) echo --attention softmax ;;
+    ls-tau) echo --length-scale --score-scale 16 --learn-score-scale ;;
+    retrieved) echo --hrr-output retrieved --length-scale --score-scale 16 --learn-score-scale ;;
+    retrieved-only) echo --hrr-output retrieved ;;
+    retrieved-tau) echo --hrr-output retrieved --score-scale 16 --learn-score-scale ;;
+    retrieved-ls) echo --hrr-output retrieved --length-scale ;;
+    retrieved-h1) echo "$(variant_args retrieved)" --heads 1 ;;
+    *) echo "unknown variant $1" >&2; exit 2 ;;
+  esac
+}
