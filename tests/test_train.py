@@ -115,6 +115,17 @@ def test_existing_run_is_refused_unless_resume_or_overwrite(listops_dir, tmp_pat
     assert main(train_args(listops_dir, run, "--epochs", "1", "--overwrite")) == 0
 
 
+def test_resume_refuses_another_config_before_reading_the_data(listops_dir, tmp_path, capsys):
+    """--resume with other flags (here --lr) is refused for the config before any data is read or
+    generated: the data path given (which may move between attempts) does not exist."""
+    run = tmp_path / "run"
+    assert main(train_args(listops_dir, run, "--epochs", "1")) == 0
+    missing = tmp_path / "no-such-data"
+    assert main(train_args(missing, run, "--epochs", "1", "--lr", "0.01", "--resume")) == 1
+    err = capsys.readouterr().err
+    assert "another config" in err and "lr:" in err and "not found" not in err
+
+
 def test_resume_accepts_a_run_saved_before_later_options_existed(listops_dir, tmp_path, capsys):
     """A config.json without options added since (here sequence_parallel and model.length_scale)
     ran with their defaults: --resume continues it; a non-default value is still refused."""

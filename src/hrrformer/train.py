@@ -404,6 +404,31 @@ def _config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[
     return [f"{k}: {saved.get(k)!r} → {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
 
 
+#: What loading the data sets in the config (TrainConfig fields, then model keys).
+DATA_DERIVED_FIELDS = ("pair", "class_names")
+DATA_DERIVED_MODEL_KEYS = ("vocab_size", "num_classes")
+
+
+def resume_differences(config_path: Path, config: TrainConfig, *, data_loaded: bool = True) -> list[str]:
+    """The keys in which ``config`` differs from the run's saved config.json (beyond
+    :data:`RESUMABLE_CHANGES`). Before the data is loaded (``data_loaded=False``) the keys the data
+    sets are taken from the saved config, so a mismatch is refused before any data is read or made."""
+    saved = _with_new_option_defaults(json.loads(config_path.read_text()), config)
+    current = asdict(config)
+    if not data_loaded:
+        current.update({key: saved.get(key) for key in DATA_DERIVED_FIELDS})
+        saved_model = saved.get("model") if isinstance(saved.get("model"), dict) else {}
+        current["model"].update({key: saved_model.get(key) for key in DATA_DERIVED_MODEL_KEYS})
+    return _config_differences(saved, current)
+
+
+def refuse_other_config(config_path: Path, config: TrainConfig, *, data_loaded: bool = True) -> None:
+    """Raise if --resume would continue ``config_path``'s run with another config."""
+    differences = resume_differences(config_path, config, data_loaded=data_loaded)
+    if differences:
+        raise ValueError(f"--resume: {config_path} is from another config; differing keys: {'; '.join(differences)}")
+
+
 def prepare_run_dir(run_dir: Path, config: TrainConfig, *, resume: bool, overwrite: bool, info: DistInfo) -> None:
     """Refuse to mix runs: an existing run needs --resume (same config) or --overwrite."""
     config_path = run_dir / "config.json"
@@ -413,12 +438,7 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, *, resume: bool, overwri
     if config_path.exists() and not resume:
         raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
     if resume and config_path.exists():
-        saved = _with_new_option_defaults(json.loads(config_path.read_text()), config)
-        differences = _config_differences(saved, asdict(config))
-        if differences:
-            raise ValueError(
-                f"--resume: {config_path} is from another config; differing keys: {'; '.join(differences)}"
-            )
+        refuse_other_config(config_path, config)
     barrier(info)  # every rank has checked before rank 0 writes: a slow rank must not see the new config.json
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -487,6 +507,8 @@ class Trainer:
             raise ValueError(
                 f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it"
             )
+        if resume and (run_dir / "config.json").exists():  # before the data is read or generated
+            refuse_other_config(run_dir / "config.json", config, data_loaded=False)
         self.data = data = load_data(config, self.info)
         config.model.update(vocab_size=data.vocab_size, num_classes=data.num_classes)
         config.pair, config.class_names = data.pair, data.class_names
