@@ -16,7 +16,7 @@ train_in_background() {  # group, name, then hrrformer train arguments → runs/
 }
 variant_args() {  # variant name → its hrrformer train flags (hrr: the paper's formula, as paper)
   case "$1" in
-    paper|hrr) echo --attention hrr ;;
+    paper|hrr) echo --attention hrr --hrr-output value --no-length-scale --score-scale none --no-learn-score-scale ;;
     softmax) echo --attention softmax ;;
     ls-tau) echo --length-scale --score-scale 16 --learn-score-scale ;;
     retrieved) echo --hrr-output retrieved --length-scale --score-scale 16 --learn-score-scale ;;

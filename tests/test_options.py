@@ -11,10 +11,10 @@ from typing import Literal
 
 import pytest
 
-from hrrformer.config import HrrformerConfig
+from hrrformer.config import HRR_ONLY_OPTIONS, HrrformerConfig
 from hrrformer.model import HrrformerConfig as ReExported
 from hrrformer.options import add_flags, check_choices, flag_name, given, option
-from hrrformer.tasks import TASKS
+from hrrformer.tasks import RETRIEVED_VARIANT, TASKS
 from hrrformer.train import RESUMABLE_CHANGES, TrainConfig, add_arguments, config_from_args
 
 #: Set from the data or the launcher (or, TrainConfig.attention, a copy of the model's): no flag.
@@ -41,7 +41,7 @@ def test_every_option_has_help_and_its_flag_shows_it(cls, monkeypatch):
     for f in fields(cls):
         assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"
         if f.metadata["flag"]:
-            assert re.search(rf"^  {flag_name(f)}[ \n]", help_text, re.MULTILINE), f.name
+            assert re.search(rf"^  {flag_name(f)}[ ,\n]", help_text, re.MULTILINE), f.name
             assert f.metadata["help"] in help_text, f.name
     flags = {f.name for f in fields(cls) if f.metadata["flag"]}
     assert flags == {f.name for f in fields(cls)} - NOT_FLAGS[cls]
@@ -57,7 +57,7 @@ def test_existing_flags_keep_their_names(monkeypatch):
         *("--save-every", "--max-minutes", "--sequence-parallel", "--no-progress", "--resume", "--overwrite"),
     ]
     for flag in existing:
-        assert re.search(rf"^  {flag}[ \n]", help_text, re.MULTILINE), flag
+        assert re.search(rf"^  {flag}[ ,\n]", help_text, re.MULTILINE), flag
 
 
 def test_presets_are_partial_dicts_of_config_fields():
@@ -78,6 +78,23 @@ def test_flags_override_the_preset_which_overrides_the_defaults(monkeypatch):
     assert custom.model["dim"] == 8 and custom.model["causal"] is True and custom.lr_decay == 0.5
     assert custom.max_minutes is None and custom.progress is False  # "none" turns the preset's budget off
     assert custom.model["layers"] == preset["layers"]
+
+
+def test_a_presets_hrr_variant_applies_to_hrr_attention_only(monkeypatch, capsys):
+    """The Image cpu preset's HRR variant: HRR gets it, softmax drops it, --no-X and "none" turn
+    it back into the paper's formula, and an explicit HRR-only flag with softmax is still refused."""
+    parser = train_parser(monkeypatch)
+    image = ["--task", "image", "--preset", "cpu"]
+
+    def variant(args: list[str]) -> dict:
+        return {k: config_from_args(parser.parse_args(args)).model[k] for k in HRR_ONLY_OPTIONS}
+
+    assert variant(image) == dict(RETRIEVED_VARIANT)
+    assert variant([*image, "--attention", "softmax"]) == HRR_ONLY_OPTIONS
+    paper = ["--hrr-output", "value", "--no-length-scale", "--score-scale", "none", "--no-learn-score-scale"]
+    assert variant([*image, *paper]) == HRR_ONLY_OPTIONS
+    with pytest.raises(ValueError, match="length_scale needs attention='hrr'"):
+        config_from_args(parser.parse_args([*image, "--attention", "softmax", "--length-scale"]))
 
 
 def test_every_model_flag_reaches_config_json_and_back(monkeypatch):
@@ -130,6 +147,13 @@ def test_option_needs_help_and_gives_flags_of_any_config_class():
     check_choices(Config(**values))
     with pytest.raises(ValueError, match=r"Config.mode must be one of \('a', 'b'\), got 'c'"):
         check_choices(Config(mode="c"))
+
+    preset_parser = argparse.ArgumentParser()  # "fast" set by a preset: --no-fast turns it off again
+    add_flags(preset_parser, Config, from_preset={"fast"})
+    assert given(preset_parser.parse_args(["--no-fast"]), Config) == {"fast": False}
+    assert given(preset_parser.parse_args(["--fast", "--no-quiet"]), Config) == {"fast": True, "quiet": False}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--no-fast"])  # without a preset that sets it, the flag only turns it on
 
     @dataclass
     class Unsupported:

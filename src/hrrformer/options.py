@@ -137,12 +137,13 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, *, from_preset: Iterab
         help_text, common = f.metadata["help"].replace("%", "%%"), {"dest": f.name, "default": argparse.SUPPRESS}
         if kind is bool:
             off = f.default is True
-            parser.add_argument(
-                flag_name(f),
-                action="store_false" if off else "store_true",
-                help=f"turn off: {help_text}" if off else help_text,
-                **common,
-            )
+            if f.name in preset_fields and not off:  # a preset may turn it on: --no-X turns it off again
+                action: Any = argparse.BooleanOptionalAction
+                help_text = f"{help_text} (default: the preset's)"
+            else:
+                action = "store_false" if off else "store_true"
+                help_text = f"turn off: {help_text}" if off else help_text
+            parser.add_argument(flag_name(f), action=action, help=help_text, **common)
             continue
         allowed = choices_of(cls, f)
         if typing.get_origin(kind) is typing.Literal:

@@ -61,7 +61,7 @@ from .checkpoint import (
     save_checkpoint,
     save_weights,
 )
-from .config import HrrformerConfig
+from .config import HRR_ONLY_OPTIONS, HrrformerConfig
 from .data.base import TaskData, collate
 from .distributed import (
     DistInfo,
@@ -878,6 +878,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise ValueError(f"preset {named['preset']!r} of task {named['task']!r} sets unknown options {unknown}")
     model_defaults = {f.name: f.default for f in fields(HrrformerConfig) if f.metadata["flag"]}
     model = {**model_defaults, **pick(HrrformerConfig, preset), **model_flags}
+    if model["attention"] != "hrr":  # a preset's HRR variant is for HRR attention (a flag still must be)
+        model.update({k: v for k, v in HRR_ONLY_OPTIONS.items() if k not in model_flags})
     HrrformerConfig(**model)  # validate shapes early, before any data is read
     train_options = {**defaults(TrainConfig), **pick(TrainConfig, preset), **train_flags}
     config = TrainConfig(**{**train_options, "attention": model["attention"], "model": model})
