@@ -23,6 +23,7 @@ run() {  # name, data, max_len, then hrrformer train arguments (in the backgroun
     --epochs 50 --max-minutes "$minutes" --log-every 10 --seed "$seed" "$@"
 }
 read -r -a variants <<< "${VARIANTS:-paper softmax ls-tau retrieved}"
+for name in "${variants[@]}"; do variant_args "$name" > /dev/null || exit 2; done
 for range in "$@"; do
   lo="${range%-*}" hi="${range#*-}" data="data/listops-sweep/$range"
   [ -f "$data/basic_test.tsv" ] || hrrformer_snapshot data listops --out "$data" --train 30000 --val 1000 --test 2000 \
