@@ -80,7 +80,7 @@ def test_flags_override_the_preset_which_overrides_the_defaults(monkeypatch):
     assert custom.model["layers"] == preset["layers"]
 
 
-def test_a_presets_hrr_variant_applies_to_hrr_attention_only(monkeypatch, capsys):
+def test_a_presets_hrr_variant_applies_to_hrr_attention_only(monkeypatch):
     """The Image cpu preset's HRR variant: HRR gets it, softmax drops it, --no-X and "none" turn
     it back into the paper's formula, and an explicit HRR-only flag with softmax is still refused."""
     parser = train_parser(monkeypatch)

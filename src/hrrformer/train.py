@@ -409,8 +409,8 @@ DATA_DERIVED_FIELDS = ("pair", "class_names")
 DATA_DERIVED_MODEL_KEYS = ("vocab_size", "num_classes")
 
 
-def resume_differences(config_path: Path, config: TrainConfig, *, data_loaded: bool = True) -> list[str]:
-    """The keys in which ``config`` differs from the run's saved config.json (beyond
+def refuse_other_config(config_path: Path, config: TrainConfig, *, data_loaded: bool = True) -> None:
+    """Raise if --resume would continue ``config_path``'s run with another config (keys beyond
     :data:`RESUMABLE_CHANGES`). Before the data is loaded (``data_loaded=False``) the keys the data
     sets are taken from the saved config, so a mismatch is refused before any data is read or made."""
     saved = _with_new_option_defaults(json.loads(config_path.read_text()), config)
@@ -419,12 +419,7 @@ def resume_differences(config_path: Path, config: TrainConfig, *, data_loaded: b
         current.update({key: saved.get(key) for key in DATA_DERIVED_FIELDS})
         saved_model = saved.get("model") if isinstance(saved.get("model"), dict) else {}
         current["model"].update({key: saved_model.get(key) for key in DATA_DERIVED_MODEL_KEYS})
-    return _config_differences(saved, current)
-
-
-def refuse_other_config(config_path: Path, config: TrainConfig, *, data_loaded: bool = True) -> None:
-    """Raise if --resume would continue ``config_path``'s run with another config."""
-    differences = resume_differences(config_path, config, data_loaded=data_loaded)
+    differences = _config_differences(saved, current)
     if differences:
         raise ValueError(f"--resume: {config_path} is from another config; differing keys: {'; '.join(differences)}")
 
