@@ -111,7 +111,9 @@ def test_half_precision_close_to_float32(dtype, causal):
     "kwargs,match",
     [
         ({"q": torch.randn(2, 3, 4)}, "q must have shape"),
-        ({"k": torch.randn(2, 3, 5, 4)}, "same shape"),
+        ({"k": torch.randn(2, 3, 5, 4)}, "q, k of shape"),
+        ({"v": torch.randn(2, 3, 4, 3)}, r"q, k of shape \(B, h, T, m·d\) and v"),  # 8 is no multiple of 3
+        ({"v": torch.randn(2, 3, 4, 16)}, "q, k of shape"),  # wider than q
         ({"key_padding_mask": torch.zeros(2, 5, dtype=torch.bool)}, "key_padding_mask must have shape"),
         ({"key_padding_mask": torch.zeros(2, 4)}, "must be a bool tensor"),
         ({"method": "magic"}, "method must be"),

@@ -46,6 +46,8 @@ CASES = {
     "causal_length_scale_cls": dict(pooling="cls", causal=True, length_scale=True),
     "score_scale_retrieved": dict(score_scale=5.0, learn_score_scale=True, hrr_output="retrieved"),
     "causal_retrieved_cls": dict(pooling="cls", causal=True, hrr_output="retrieved", score_scale=3.0),
+    "memories": dict(memories=3, projection=True),
+    "causal_memories_retrieved_cls": dict(pooling="cls", causal=True, memories=2, hrr_output="retrieved"),
     "authors_listops": dict(
         authors_padding=True,
         norm="pre_mlp",

@@ -89,7 +89,7 @@ def test_a_presets_hrr_variant_applies_to_hrr_attention_only(monkeypatch):
     def variant(args: list[str]) -> dict:
         return {k: config_from_args(parser.parse_args(args)).model[k] for k in HRR_ONLY_OPTIONS}
 
-    assert variant(image) == dict(RETRIEVED_VARIANT)
+    assert variant(image) == {**HRR_ONLY_OPTIONS, **RETRIEVED_VARIANT}
     assert variant([*image, "--attention", "softmax"]) == HRR_ONLY_OPTIONS
     paper = ["--hrr-output", "value", "--no-length-scale", "--score-scale", "none", "--no-learn-score-scale"]
     assert variant([*image, *paper]) == HRR_ONLY_OPTIONS

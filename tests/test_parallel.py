@@ -49,10 +49,11 @@ def _attention_inputs(world_size: int, d: int, with_mask: bool):
     return q, k, v, grad, mask, t_local
 
 
-def _check_attention(rank: int, world_size: int, causal: bool, method: str, d: int = 8) -> None:
+def _check_attention(rank: int, world_size: int, causal: bool, method: str, d: int = 8, memories: int = 1) -> None:
     group = dist.group.WORLD
     for with_mask in (False, True):
-        q, k, v, grad, mask, t_local = _attention_inputs(world_size, d, with_mask)
+        q, k, v, grad, mask, t_local = _attention_inputs(world_size, d * memories, with_mask)
+        v, grad = v[..., :d].contiguous(), grad[..., :d].contiguous()  # q, k: m blocks of d
         full = [x.clone().requires_grad_() for x in (q, k, v)]
         ref = hrr_attention(*full, mask, causal=causal)
         (ref * grad).sum().backward()
@@ -201,6 +202,8 @@ SCENARIOS = {
     "attention_fourier": lambda r, w: _check_attention(r, w, causal=False, method="fourier", d=7),
     "attention_causal": lambda r, w: _check_attention(r, w, causal=True, method="auto"),
     "attention_range": _check_attention_range,
+    "attention_memories": lambda r, w: _check_attention(r, w, causal=False, method="circulant", d=4, memories=3),
+    "attention_causal_memories": lambda r, w: _check_attention(r, w, causal=True, method="fourier", d=5, memories=2),
     "model_mean_learned": lambda r, w: _check_model(r, w, pooling="mean"),
     "model_cls_learned": lambda r, w: _check_model(r, w, pooling="cls"),
     "model_cls_sharded_positions": lambda r, w: _check_model(r, w, shard_positions=True, pooling="cls"),
@@ -223,6 +226,10 @@ SCENARIOS = {
         r, w, pooling="cls", causal=True, length_scale=True, chunk_size=2
     ),
     "model_causal_mean_chunked": lambda r, w: _check_model(r, w, pooling="mean", causal=True, chunk_size=2),
+    "model_memories": lambda r, w: _check_model(r, w, pooling="cls", memories=3, hrr_output="retrieved"),
+    "model_causal_memories_chunked": lambda r, w: _check_model(
+        r, w, pooling="mean", causal=True, memories=2, chunk_size=2
+    ),
     "mean_pool": _mean_pool,
     "group_of_one": _group_of_one,
     "bad_input": _bad_input,

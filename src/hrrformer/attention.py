@@ -144,6 +144,15 @@ class HrrAttention(_MultiHeadAttention):
     value times one scalar).
     ``pads_in_beta=True``: the authors' padding, pads bound into β and masked in the softmax only
     (see :func:`~hrrformer.ops.hrr_attention.hrr_attention`).
+    ``memories=m`` (> 1): several β per head. A router (``router``, a Linear E → 2·h·m, PyTorch's
+    random initialisation: uniform routes are a saddle point where every memory gets the same
+    gradient) gives each position query and key routes r_t^q, r_t^k = softmax over m, per head, and
+    the kernel runs on the blocks q_t^(j) = r_t^q(j) q_t, k_t^(j) = r_t^k(j) k_t::
+
+        β_j = Σ_t m_t r_t^k(j) (k_t ⊛ v_t),   v̂_t = Σ_j r_t^q(j) (q_t† ⊛ β_j)
+
+    so each memory superposes the pairs routed to it (~T/m of them instead of T, whose crosstalk is
+    ~1/√T) and each query reads the memories it routes to. m = 1 (default): the paper's one β.
     Dropout is applied to the merged heads before the output projection.
     """
 
@@ -161,8 +170,13 @@ class HrrAttention(_MultiHeadAttention):
         learn_score_scale: bool = False,
         output: Output = "value",
         pads_in_beta: bool = False,
+        memories: int = 1,
     ) -> None:
         super().__init__(embed_dim, num_heads, bias=bias, dropout=dropout, causal=causal)
+        if memories < 1:
+            raise ValueError(f"memories must be ≥ 1, got {memories}")
+        self.memories = memories
+        self.router = nn.Linear(embed_dim, 2 * num_heads * memories) if memories > 1 else None
         self.projection, self.method, self.length_scale, self.output = projection, method, length_scale, output
         self.pads_in_beta = pads_in_beta
         check_method(method, causal, output)
@@ -185,9 +199,42 @@ class HrrAttention(_MultiHeadAttention):
     #: When True, each forward stores its attention weights w (B, h, T) in ``last_weights``.
     record_weights: bool = False
 
+    def heads(self, x: torch.Tensor, parts: str = "qkv") -> list[torch.Tensor]:
+        """The heads of ``parts`` ⊆ "qkv" of x (B, T, E), as the kernel takes them: v (B, h, T, d);
+        q, k (B, h, T, m·d), π applied (``projection``) and split into the routed memory blocks
+        (``memories``; m = 1: (B, h, T, d)). Only the named parts are projected."""
+        if parts == "qkv":
+            named = dict(zip("qkv", super().split_heads(x), strict=True))
+        else:
+            named = {part: self._project(x, "qkv".index(part)) for part in parts}
+        routes = self.routes(x) if self.router is not None and set(parts) & {"q", "k"} else None
+        for part in set(parts) & {"q", "k"}:
+            y = hrr.projection(named[part]) if self.projection else named[part]
+            if routes is not None:
+                r = routes["qk".index(part)]  # (B, h, T, m)
+                y = (r[..., None] * y[..., None, :]).flatten(-2)  # (B, h, T, m·d): block j = r(j) y
+            named[part] = y
+        return [named[part] for part in parts]
+
+    def _project(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        """One of q (0), k (1), v (2): (B, T, E) → (B, h, T, d), from its rows of ``qkv_proj``."""
+        b, t, e = x.shape
+        rows = slice(index * e, (index + 1) * e)  # qkv_proj.weight (3E, E): rows q, then k, then v
+        bias = self.qkv_proj.bias
+        y = F.linear(x, self.qkv_proj.weight[rows], None if bias is None else bias[rows])  # (B, T, E)
+        return y.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, h, T, d)
+
+    def routes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The memory routes (r^q, r^k) of x (B, T, E), each (B, h, T, m), softmax over m."""
+        b, t, _ = x.shape
+        logits = self.router(x).view(b, t, 2, self.num_heads, self.memories)  # (B, T, 2, h, m)
+        return logits.softmax(-1).permute(2, 0, 3, 1, 4).unbind(0)  # 2 × (B, h, T, m)
+
+    def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, k, v = self.heads(x)
+        return q, k, v
+
     def attend(self, q, k, v, key_padding_mask, reduction=None):
-        if self.projection:
-            q, k = hrr.projection(q), hrr.projection(k)
         out, w = hrr_attention(
             q, k, v, key_padding_mask, causal=self.causal, method=self.method,
             reduction=reduction, length_scale=self.length_scale, score_scale=self.score_scales(), output=self.output,

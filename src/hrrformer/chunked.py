@@ -25,7 +25,6 @@ backward pass (about 1.5× the work of an unchunked block).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -40,19 +39,8 @@ __all__ = ["chunked_block_forward"]
 
 
 def _project(attn: HrrAttention, x: torch.Tensor, parts: str) -> list[torch.Tensor]:
-    """The heads of ``parts`` ⊆ "qkv" only (each (B, h, T, d), compute dtype, π applied to q, k)."""
-    b, t, e = x.shape
-    weight, bias = attn.qkv_proj.weight, attn.qkv_proj.bias  # (3E, E): rows q, then k, then v
-    out = []
-    for part in parts:
-        i = "qkv".index(part)
-        rows = slice(i * e, (i + 1) * e)
-        y = F.linear(x, weight[rows], None if bias is None else bias[rows])  # (B, T, E)
-        y = y.view(b, t, attn.num_heads, attn.head_dim).transpose(1, 2)  # (B, h, T, d)
-        if attn.projection and part != "v":
-            y = hrr.projection(y)
-        out.append(y.to(hrr.compute_dtype(y.dtype)))
-    return out
+    """The heads of ``parts`` ⊆ "qkv" only (:meth:`HrrAttention.heads`), in the compute dtype."""
+    return [y.to(hrr.compute_dtype(y.dtype)) for y in attn.heads(x, parts)]
 
 
 class _Passes:
@@ -128,7 +116,8 @@ def chunked_block_forward(
         raise ValueError(f"chunk_size needs HRR attention, got {type(attn).__name__}")
     reduction = LOCAL if reduction is None else reduction
     dtype = hrr.compute_dtype(x.dtype)
-    passes = _Passes(block, safe_exponent(dtype, reduction.sequence_length(x.shape[1]), attn.head_dim))
+    exponent = safe_exponent(dtype, reduction.sequence_length(x.shape[1]), attn.head_dim, attn.memories)
+    passes = _Passes(block, exponent)
     xs = x.split(chunk_size, dim=1)  # views; one SplitBackward gathers their gradients
     masks = [None] * len(xs) if key_padding_mask is None else key_padding_mask.split(chunk_size, dim=1)
     keeps = [keep_weights(m, dtype) for m in masks]  # (B, 1, T_c) or None: the softmax's

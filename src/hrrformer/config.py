@@ -25,6 +25,7 @@ HRR_ONLY_OPTIONS: dict[str, object] = {
     "score_scale": None,
     "learn_score_scale": False,
     "hrr_output": "value",
+    "memories": 1,
 }
 
 
@@ -74,6 +75,12 @@ class HrrformerConfig:
         "hrr: what position t outputs: value (the paper, w_t·v_t) or retrieved (w_t·|v_t|·v̂_t/|v̂_t|, "
         "what q_t unbinds from the superposition: content from the whole sequence)",
     )
+    memories: int = option(
+        1,
+        "hrr: several β per head: M superpositions, each position's key and query routed to them by a "
+        "learned softmax (β_j = Σ r^k_t(j) k_t⊛v_t, v̂_t = Σ_j r^q_t(j) q_t†⊛β_j); 1: the paper's one β",
+        metavar="M",
+    )
     activation_checkpointing: bool = option(False, "recompute activations in backward")
     chunk_size: int | None = option(
         None,
@@ -106,7 +113,7 @@ class HrrformerConfig:
     def __post_init__(self) -> None:
         if self.mlp_dim is None:
             self.mlp_dim = 2 * self.dim
-        for name in ("vocab_size", "max_len", "dim", "heads", "layers", "mlp_dim", "num_classes"):
+        for name in ("vocab_size", "max_len", "dim", "heads", "layers", "mlp_dim", "num_classes", "memories"):
             if getattr(self, name) < 1:
                 raise ValueError(f"HrrformerConfig.{name} must be ≥ 1, got {getattr(self, name)}")
         if self.dim % self.heads:

@@ -119,6 +119,7 @@ class EncoderBlock(nn.Module):
                 "learn_score_scale": config.learn_score_scale,
                 "output": config.hrr_output,
                 "pads_in_beta": config.authors_padding,
+                "memories": config.memories,
             }
             if config.attention == "hrr"
             else {}

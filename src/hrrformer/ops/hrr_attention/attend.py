@@ -10,7 +10,7 @@ from .cosine import COSINE_EPS
 from .fourier import combine_superpositions, retrieved_values, scores, superpose, unbinding
 from .range_control import safe_exponent
 from .reduction import LOCAL, SequenceReduction
-from .validation import Method, Output, check_attention_inputs, check_method, check_on_every_rank
+from .validation import Method, Output, check_attention_inputs, check_method, check_on_every_rank, memory_count
 from .weights import beta_keep, keep_weights, position_counts, softmax_weights
 
 __all__ = ["attend", "hrr_attention", "hrr_attention_weights"]
@@ -29,7 +29,8 @@ def attend(
     eps: float = COSINE_EPS,
     pads_in_beta: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out (B, h, T, d), w (B, h, T)) in the compute dtype; q, k, v already in it, keep (B, 1, T).
+    """(out (B, h, T, d), w (B, h, T)) in the compute dtype; q, k (B, h, T, m·d) and v already in
+    it, keep (B, 1, T).
 
     ``method``: circulant (non-causal; default then) or fourier (one piece: this
     process's part). ``score_scale``: τ (h,) or None: w = softmax(τ a). ``output``: "value" (the
@@ -38,7 +39,7 @@ def attend(
     if method == "circulant" or (method == "auto" and not causal):
         retrieved = output == "retrieved"
         return CirculantHrrAttention.apply(q, k, v, keep, eps, reduction, score_scale, retrieved, pads_in_beta)
-    exponent = safe_exponent(q.dtype, reduction.sequence_length(q.shape[-2]), q.shape[-1])
+    exponent = safe_exponent(q.dtype, reduction.sequence_length(q.shape[-2]), v.shape[-1], memory_count(q, v))
     keep_b = beta_keep(keep, pads_in_beta)
     part, scale = superpose(k, v, keep_b, exponent)
     [beta], common = combine_superpositions([part], [scale], causal, reduction)
@@ -72,8 +73,15 @@ def hrr_attention(
 
         β = Σ_t m_t (k_t ⊛ v_t),  v̂_t = q_t† ⊛ β,  a_t = cos(v_t, v̂_t),  w = softmax_t(a),  out_t = w_t v_t
 
+    Several β per head (memories): q and k may be (B, h, T, m·d), m blocks q_t^(j), k_t^(j) of d
+    against v (B, h, T, d). Then β_j = Σ_t m_t (k_t^(j) ⊛ v_t), one superposition per block, and
+    v̂_t = Σ_j q_t^(j)† ⊛ β_j; the rest is unchanged, and m = 1 is the formula above. Each β_j holds
+    the pairs its key blocks weight: with routing weights r (Σ_j r_t^(j) = 1, the layer's
+    ``memories``), a memory sums ~T/m pairs instead of T, so its crosstalk is ~√m smaller.
+
     Args:
-        q, k, v: (B, h, T, d), any float dtype (half precision is computed in float32).
+        q, k: (B, h, T, d) or (B, h, T, m·d) (m memories); v: (B, h, T, d); any float dtype (half
+            precision is computed in float32).
         key_padding_mask: (B, T) bool, True = padding (PyTorch's meaning). Padding is excluded
             from β and from the softmax, so padding a sequence changes no real output.
         causal: β and the softmax normaliser run over positions ≤ t only.
@@ -113,7 +121,7 @@ def hrr_attention(
     if check and reduction.parallel:
         check_on_every_rank(q, k, v, key_padding_mask, causal, method, reduction)
     else:
-        check_attention_inputs(q, k, v, key_padding_mask)
+        check_attention_inputs(q, k, v, key_padding_mask, memories=True)
     check_method(method, causal, output)
     dtype = hrr.compute_dtype(q.dtype)
     keep = keep_weights(key_padding_mask, dtype)

@@ -1,8 +1,12 @@
 """The circulant form of HRR attention: two matrix multiplies per head, no FFT (non-causal).
 
-With M = (m⊙K)ᵀV (d × d), β[n] = Σ_m M[m, (n − m) mod d] (sums along wrapped diagonals), and
+With M = (m⊙K)ᵀV (d × d), β[n] = Σ_r M[r, (n − r) mod d] (sums along wrapped diagonals), and
 since v̂_t[n] = Σ_j q_t[j] β[(j + n) mod d], V̂ = Q·C with C[j, n] = β[(j + n) mod d]. That is
 O(T·d²) arithmetic, but in BLAS: faster than the FFT forms at the head sizes used here.
+
+Several memories (q, k of width m·d, see :func:`~.attend.hrr_attention`) are the same products
+with K, Q of m·d columns: M (m·d × d) holds one d × d block per memory, β (m, d) one row each, and
+C (m·d × d) stacks their Hankel blocks, so V̂ = QC = Σ_j Q^(j) C_j. Nothing else changes.
 
 The two sums over time (β forward, and in backward ∂L/∂β and Σ_t w_t g_w,t) and the softmax
 normaliser go through a :class:`~.reduction.SequenceReduction`, so the same function runs in one
@@ -16,24 +20,26 @@ import torch
 from .cosine import inv_norm, rowdot
 from .range_control import downscales, safe_exponent, scaled_eps2
 from .reduction import SequenceReduction
+from .validation import memory_count
 from .weights import MAX_SCORE_SCALE, beta_keep, softmax_weights
 
 __all__ = ["CirculantHrrAttention", "hankel", "wrapped_diagonal_sums"]
 
 
 def wrapped_diagonal_sums(x: torch.Tensor) -> torch.Tensor:
-    """(…, d, d) → (…, d) with out[n] = Σ_m x[m, (n − m) mod d]."""
+    """(…, m·d, d) → (…, m, d): per block j of d rows, out[j, n] = Σ_r x[j·d + r, (n − r) mod d]."""
     d = x.shape[-1]
+    blocks = x.unflatten(-2, (x.shape[-2] // d, d))  # (…, m, d, d)
     ar = torch.arange(d, device=x.device)
-    idx = (ar[None, :] - ar[:, None]) % d  # idx[m, n] = (n − m) mod d
-    return x.gather(-1, idx.expand(x.shape)).sum(-2)
+    idx = (ar[None, :] - ar[:, None]) % d  # idx[r, n] = (n − r) mod d
+    return blocks.gather(-1, idx.expand(blocks.shape)).sum(-2)
 
 
 def hankel(beta: torch.Tensor) -> torch.Tensor:
-    """(…, d) → (…, d, d) with C[j, n] = β[(j + n) mod d]."""
+    """(…, m, d) → (…, m·d, d), the blocks C_j[r, n] = β_j[(r + n) mod d] stacked."""
     d = beta.shape[-1]
     ar = torch.arange(d, device=beta.device)
-    return beta[..., (ar[:, None] + ar[None, :]) % d]
+    return beta[..., (ar[:, None] + ar[None, :]) % d].flatten(-3, -2)
 
 
 class CirculantHrrAttention(torch.autograd.Function):
@@ -66,15 +72,16 @@ class CirculantHrrAttention(torch.autograd.Function):
     def forward(
         ctx, q, k, v, keep, eps, reduction: SequenceReduction, score_scale=None, retrieved=False, pads_in_beta=False
     ):
-        exponent = safe_exponent(q.dtype, reduction.sequence_length(q.shape[-2]), q.shape[-1])
+        exponent = safe_exponent(q.dtype, reduction.sequence_length(q.shape[-2]), v.shape[-1], memory_count(q, v))
         s_q, s_k, s_v = downscales(q, k, v, exponent=exponent)  # (B, h, 1, 1)
         s_k, s_v = reduction.minimum([torch.stack([s_k, s_v])]).unbind(0)  # the whole sequence's
         v_ = v * s_v  # v' (B, h, T, d)
         keep_b = beta_keep(keep, pads_in_beta)  # m of β: (B, 1, T) or None
-        km = k * (s_k if keep_b is None else keep_b[..., None] * s_k)  # m ⊙ k' (B, h, T, d)
-        beta = reduction.total([wrapped_diagonal_sums(km.transpose(-1, -2) @ v_).contiguous()])  # s_k s_v β (B, h, d)
-        del km
-        circ = hankel(beta)  # C' = s_k s_v C (B, h, d, d)
+        km = k * (s_k if keep_b is None else keep_b[..., None] * s_k)  # m ⊙ k' (B, h, T, m·d)
+        mkv = km.transpose(-1, -2) @ v_  # (B, h, m·d, d)
+        beta = reduction.total([wrapped_diagonal_sums(mkv).contiguous()])  # s_k s_v β (B, h, m, d)
+        del km, mkv
+        circ = hankel(beta)  # C' = s_k s_v C (B, h, m·d, d)
         vhat = q @ (circ * s_q)  # v̂' = s_q s_k s_v v̂ (B, h, T, d)
         r_vhat = inv_norm(vhat, scaled_eps2(eps, q.dtype, s_q, s_k, s_v))  # (B, h, T)
         r_v = inv_norm(v_, scaled_eps2(eps, q.dtype, s_v))  # (B, h, T)
@@ -114,9 +121,9 @@ class CirculantHrrAttention(torch.autograd.Function):
         h = vhat.mul_((coef_vhat * s_q1).neg_()[..., None]).addcmul_((g_num * s_q1)[..., None], v_)
         if ctx.retrieved:
             h.addcmul_((w * gain * s_q1)[..., None], g_out)
-        g_q = h @ circ.transpose(-1, -2)  # (B, h, T, d)
-        g_beta = reduction.total([wrapped_diagonal_sums(q.transpose(-1, -2) @ h).contiguous()])  # (B, h, d)
-        g_mkv = hankel(g_beta)  # G' (B, h, d, d)
+        g_q = h @ circ.transpose(-1, -2)  # (B, h, T, m·d)
+        g_beta = reduction.total([wrapped_diagonal_sums(q.transpose(-1, -2) @ h).contiguous()])  # (B, h, m, d)
+        g_mkv = hankel(g_beta)  # G' (B, h, m·d, d)
         del h
         coef_k = s_k if keep_b is None else keep_b[..., None] * s_k  # m s_k, (B, h or 1, T or 1, 1)
         g_v += (k * coef_k) @ g_mkv  # + (m⊙k') G'

@@ -57,22 +57,19 @@ class Cosine(torch.autograd.Function):
 
 
 def parseval_cosine(
-    qf: torch.Tensor,
+    vhat_f: torch.Tensor,
     vf: torch.Tensor,
     v: torch.Tensor,
-    beta: torch.Tensor,
     eps2_vhat: torch.Tensor,
     eps2_v: torch.Tensor,
 ) -> torch.Tensor:
-    """a_t = cos_ε(v_t, v̂_t), v̂_t = q_t† ⊛ β, from spectra only (Parseval, no inverse FFT).
+    """a_t = cos_ε(v_t, v̂_t) from the spectra of v̂ and v (Parseval, no inverse FFT).
 
-    qf, vf: rfft of q and v (B, h, T, F); v (B, h, T, d); beta: the spectrum of β (B, h, T or 1, F);
-    eps2_*: ε² for each norm (B, h, 1) or scalars. → (B, h, T).
+    vhat_f, vf: rfft of v̂ and v (B, h, T, F) (F(v̂_t) = conj(F(q_t)) F(β) needs no inverse FFT
+    either); v (B, h, T, d); eps2_*: ε² for each norm (B, h, 1) or scalars. → (B, h, T).
     """
     weight = parseval_weights(v.shape[-1], v.device, v.dtype)  # (F,)
-    qv = qf * vf  # ⟨v, v̂⟩ = Σ_f c_f/d Re(conj(Q V) B)
-    num = (qv.real * beta.real + qv.imag * beta.imag) @ weight  # (B, h, T)
-    beta_abs2 = beta.real.square() + beta.imag.square()  # (B, h, T or 1, F)
-    vhat_norm2 = ((qf.real.square() + qf.imag.square()) * beta_abs2) @ weight  # ‖v̂‖² (B, h, T)
+    num = (vhat_f.real * vf.real + vhat_f.imag * vf.imag) @ weight  # ⟨v, v̂⟩ (B, h, T)
+    vhat_norm2 = (vhat_f.real.square() + vhat_f.imag.square()) @ weight  # ‖v̂‖² (B, h, T)
     v_norm2 = v.square().sum(-1)
     return Cosine.apply(num, vhat_norm2, v_norm2, eps2_vhat, eps2_v)

@@ -6,7 +6,7 @@ import torch
 
 from ... import hrr
 from .cosine import COSINE_EPS
-from .validation import check_attention_inputs
+from .validation import check_attention_inputs, memory_count
 
 __all__ = ["hrr_attention_reference"]
 
@@ -26,22 +26,24 @@ def hrr_attention_reference(
     ``score_scale`` τ (h,): softmax over τ_h a_t instead of a_t (the score-scale variant).
     ``output="retrieved"``: w_t ‖v_t‖_ε v̂_t / ‖v̂_t‖_ε instead of w_t v_t.
     ``pads_in_beta``: padding is bound into β like any position (the authors' padding) and is
-    masked in the softmax only.
+    masked in the softmax only. q and k of shape (B, h, T, m·d): m memories (several β per head),
+    β_j = Σ_t m_t k_t^(j) ⊛ v_t and v̂_t = Σ_j q_t^(j)† ⊛ β_j over the blocks j of d.
 
     Bind each key-value pair, sum (or running-sum) them into β, unbind with each query's
     flip-and-roll inverse, cosine against the value, softmax with padding at −∞ (causal: the
     explicit T × T lower-triangular softmax, of which output t takes the diagonal entry).
     """
-    check_attention_inputs(q, k, v, key_padding_mask)
+    check_attention_inputs(q, k, v, key_padding_mask, memories=True)
     dtype = hrr.compute_dtype(q.dtype)
-    q_, k_, v_ = q.to(dtype), k.to(dtype), v.to(dtype)
-    b, _, t, _ = q.shape
+    b, h, t, d = v.shape
+    m = memory_count(q, v)
+    q_, k_, v_ = q.to(dtype).view(b, h, t, m, d), k.to(dtype).view(b, h, t, m, d), v.to(dtype)
     pad = torch.zeros(b, t, dtype=torch.bool, device=q.device) if key_padding_mask is None else key_padding_mask
-    bound = hrr.bind(k_, v_)  # (B, h, T, d)
+    bound = hrr.bind(k_, v_[..., None, :])  # (B, h, T, m, d)
     if not pads_in_beta:
-        bound = bound.masked_fill(pad[:, None, :, None], 0.0)
-    beta = bound.cumsum(-2) if causal else bound.sum(-2, keepdim=True)  # (B, h, T or 1, d)
-    vhat = hrr.bind(hrr.approx_inverse(q_), beta)  # (B, h, T, d)
+        bound = bound.masked_fill(pad[:, None, :, None, None], 0.0)
+    beta = bound.cumsum(2) if causal else bound.sum(2, keepdim=True)  # (B, h, T or 1, m, d)
+    vhat = hrr.bind(hrr.approx_inverse(q_), beta).sum(-2)  # (B, h, T, d)
     a = hrr.cosine_similarity(v_, vhat, eps=COSINE_EPS)  # (B, h, T)
     if score_scale is not None:
         a = a * score_scale.to(dtype)[:, None]

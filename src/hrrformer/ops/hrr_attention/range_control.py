@@ -24,12 +24,12 @@ __all__ = ["downscale", "downscales", "safe_exponent", "scaled_eps2"]
 FLOAT_BITS = {torch.float32: (torch.int32, 23, 127), torch.float64: (torch.int64, 52, 1023)}
 
 
-def safe_exponent(dtype: torch.dtype, length: int, d: int) -> int:
+def safe_exponent(dtype: torch.dtype, length: int, d: int, memories: int = 1) -> int:
     """The largest E such that |q|, |k|, |v| ≤ 2^E keeps every intermediate finite for a sequence
     of ``length`` positions and head size d: |β| ≤ T d |k||v|, |v̂| ≤ T d² |q||k||v|, so
     ‖v̂‖² ≤ T² d⁵ (|q||k||v|)² (and the Fourier form's |F(q)|²|B|² ≤ T² d⁶ (…)²) must stay below
-    the dtype's largest power of two."""
-    room = FLOAT_BITS[dtype][2] - 3 - 2 * math.log2(max(length, 1)) - 6 * math.log2(max(d, 1))
+    the dtype's largest power of two. With m ``memories`` (v̂ = Σ_j q^(j)† ⊛ β_j) T becomes m·T."""
+    room = FLOAT_BITS[dtype][2] - 3 - 2 * math.log2(max(length * memories, 1)) - 6 * math.log2(max(d, 1))
     return max(0, math.floor(room / 6))
 
 

@@ -9,7 +9,16 @@ import torch
 from ... import collectives
 from .reduction import SequenceReduction
 
-__all__ = ["METHODS", "OUTPUTS", "Method", "Output", "check_attention_inputs", "check_method", "check_on_every_rank"]
+__all__ = [
+    "METHODS",
+    "OUTPUTS",
+    "Method",
+    "Output",
+    "check_attention_inputs",
+    "check_method",
+    "check_on_every_rank",
+    "memory_count",
+]
 
 Method = Literal["auto", "circulant", "fourier"]
 METHODS = ("auto", "circulant", "fourier")
@@ -19,19 +28,31 @@ OUTPUTS = ("value", "retrieved")
 _DTYPE_CODES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
+def memory_count(q: torch.Tensor, v: torch.Tensor) -> int:
+    """m, the number of superpositions per head: q and k are (B, h, T, m·d) for v (B, h, T, d)."""
+    return q.shape[-1] // max(v.shape[-1], 1)
+
+
 def check_attention_inputs(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding_mask: torch.Tensor | None,
+    memories: bool = False,
 ) -> None:
-    """q, k, v float (B, h, T, d) of one shape; key_padding_mask None or bool (B, T)."""
+    """q, k, v float (B, h, T, d) of one shape; key_padding_mask None or bool (B, T).
+
+    ``memories``: q and k may also be (B, h, T, m·d), m blocks of d (HRR's several β per head)."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.dim() != 4:
             raise ValueError(f"{name} must have shape (B, h, T, d), got {tuple(t.shape)}")
         if not t.is_floating_point():
             raise ValueError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
-    if not (q.shape == k.shape == v.shape):
-        raise ValueError(
-            f"q, k, v must have the same shape, got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
-        )
+    d = v.shape[-1]
+    blocks = memories and d > 0 and q.shape[-1] % d == 0 and q.shape[-1] >= d
+    if q.shape != k.shape or q.shape[:-1] != v.shape[:-1] or (q.shape[-1] != d and not blocks):
+        wanted = "q, k of shape (B, h, T, m·d) and v (B, h, T, d)" if memories else "q, k, v of the same shape"
+        raise ValueError(f"attention needs {wanted}, got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
     if key_padding_mask is not None:
         b, _, t, _ = q.shape
         if key_padding_mask.dtype != torch.bool:
@@ -65,7 +86,7 @@ def check_on_every_rank(
     ranks must also agree on batch, heads, head size, dtype and ``causal``."""
     error = None
     try:
-        check_attention_inputs(q, k, v, key_padding_mask)
+        check_attention_inputs(q, k, v, key_padding_mask, memories=True)
         check_method(method, causal)
         b, h, _, d = q.shape
         facts = [0, b, h, d, _DTYPE_CODES.index(q.dtype) if q.dtype in _DTYPE_CODES else -1, int(causal)]
