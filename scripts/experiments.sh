@@ -5,6 +5,8 @@
 # Usage: bash scripts/experiments.sh [MINUTES_PER_RUN] [TASK...]   (default 60, every task)
 #        ARMS="hrr retrieved" bash scripts/experiments.sh 60 image   (the two arms of each pair:
 #        variant names of variant_args in scripts/side_by_side.sh; default "hrr softmax")
+#        TAG=e10 EXTRA="--epochs 10" bash scripts/experiments.sh 60 text   (more hrrformer train flags
+#        for every run, and a tag in the run names: runs/exp/text-e10-hrr/)
 # Logs: logs/exp-<name>.log; runs: runs/exp/<name>/ (metrics.jsonl, summary.json).
 # Finished runs (summary.json present) are skipped, so the queue can be restarted.
 # The code run is a snapshot of the committed tree (git archive HEAD), so editing the working
@@ -24,11 +26,13 @@ run() {  # name, then hrrformer train arguments (runs in the background)
 }
 read -r -a arms <<< "${ARMS:-hrr softmax}"
 for arm in "${arms[@]}"; do variant_args "$arm" > /dev/null || exit 2; done
-pair() {  # name, then arguments: NAME-<arm> for each of the arms, side by side
-  local name="$1" arm; shift
+read -r -a extra <<< "${EXTRA:-}"
+tag="${TAG:+-$TAG}"
+pair() {  # name, then arguments: NAME[-TAG]-<arm> for each of the arms, side by side
+  local name="$1$tag" arm; shift
   for arm in "${arms[@]}"; do
     # shellcheck disable=SC2046  # the flags are words
-    run "$name-$arm" $(variant_args "$arm") "$@"
+    run "$name-$arm" $(variant_args "$arm") "$@" "${extra[@]}"
   done
   wait
   echo "$(date -u +%FT%TZ) end $name"
