@@ -27,11 +27,11 @@ from hrrformer.train import build_model, load_data, load_run
 def branch_ratios(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> list[float]:
     """RMS(attention branch) / RMS(residual input), one value per block."""
     ratios: list[float] = []
-    real = ~batch["mask"]  # (B, T)
 
     def hook(block: torch.nn.Module, args: tuple, _result: torch.Tensor) -> None:
-        x = args[0]  # (B, T, D): the block's input, to which the attention branch is added
-        attended = block.attn(block.attention_input(x), batch["mask"])  # (B, T, D)
+        x, mask = args[0], args[1]  # (B, T', D), (B, T'): the block's input (T' = T + 1 with a CLS token)
+        real = ~mask  # (B, T')
+        attended = block.attn(block.attention_input(x), mask)  # (B, T', D)
         ratios.append((attended[real].pow(2).mean().sqrt() / x[real].pow(2).mean().sqrt()).item())
 
     handles = [block.register_forward_hook(hook) for block in model.encoder.blocks]
@@ -49,11 +49,11 @@ def focus(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> list[str]:
         layer.record_weights = True
     with torch.no_grad():
         model(batch["tokens"], batch["mask"])
-    n = (~batch["mask"]).sum(1).double()[:, None]  # (B, 1)
     lines = []
     for layer in layers:
         layer.record_weights = False
-        w = layer.last_weights.double()  # (B, h, T)
+        w = layer.last_weights.double()  # (B, h, T'), T' = T + 1 with a CLS token, which is real
+        n = ((~batch["mask"]).sum(1) + w.shape[-1] - batch["mask"].shape[1]).double()[:, None]  # (B, 1)
         entropy = -(w * w.clamp_min(1e-300).log()).sum(-1) / n.log()  # (B, h)
         peak = w.amax(-1) * n  # (B, h)
         tau = layer.score_scales()

@@ -1,0 +1,44 @@
+"""scripts/branch_scale.py: the attention branch's size and the weights' focus, with mean and CLS pooling."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from hrrformer.data.base import collate
+from hrrformer.model import Hrrformer, HrrformerConfig
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "branch_scale.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("branch_scale", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def entropies(lines: list[str]) -> list[float]:
+    return [float(line.split("H(w)/log n ")[1].split(",")[0]) for line in lines]
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_branch_ratio_and_focus_count_the_real_positions_only(pooling):
+    script = load_script()
+    torch.manual_seed(0)
+    config = HrrformerConfig(vocab_size=10, max_len=40, dim=8, heads=2, layers=2, pooling=pooling, score_scale=30.0)
+    model = Hrrformer(config).eval()
+    items = [(torch.randint(1, 10, (n,)), 0) for n in (12, 7, 4)]
+    tight, padded = collate(items), collate(items, pad_multiple=32)
+    assert padded["mask"].shape[1] == 32 > tight["mask"].shape[1]
+    ratios = script.branch_ratios(model, tight)
+    assert len(ratios) == 2 and all(r > 0 for r in ratios)
+    assert ratios == pytest.approx(script.branch_ratios(model, padded), rel=1e-5)
+    focused = entropies(script.focus(model, tight))
+    assert focused == pytest.approx(entropies(script.focus(model, padded)), abs=1e-3)
+    assert all(0.0 < h < 1.0 for h in focused)  # τ = 30 focuses; n includes the CLS token when there is one
+    model.encoder.blocks[0].attn.score_scale.fill_(0.0)  # τ = 0: uniform weights, entropy exactly log n
+    assert entropies(script.focus(model, tight))[0] == pytest.approx(1.0, abs=1e-3)
