@@ -41,7 +41,7 @@ def test_every_option_has_help_and_its_flag_shows_it(cls, monkeypatch):
     for f in fields(cls):
         assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"
         if f.metadata["flag"]:
-            assert re.search(rf"^  {flag_name(f)}[ ,\n]", help_text, re.MULTILINE), f.name
+            assert re.search(rf"^  (--[\w-]+, )?{flag_name(f)}[ ,\n]", help_text, re.MULTILINE), f.name
             assert f.metadata["help"] in help_text, f.name
     flags = {f.name for f in fields(cls) if f.metadata["flag"]}
     assert flags == {f.name for f in fields(cls)} - NOT_FLAGS[cls]
@@ -95,6 +95,19 @@ def test_a_presets_hrr_variant_applies_to_hrr_attention_only(monkeypatch):
     assert variant([*image, *paper]) == HRR_ONLY_OPTIONS
     with pytest.raises(ValueError, match="length_scale needs attention='hrr'"):
         config_from_args(parser.parse_args([*image, "--attention", "softmax", "--length-scale"]))
+
+
+def test_the_text_cpu_preset_has_no_final_norm_and_the_flag_gives_it_back(monkeypatch):
+    """Text's cpu preset pools without the final LayerNorm (measured: EXPERIMENTS.md); the other
+    presets keep it, and --final-norm on the command line wins over the preset."""
+    parser = train_parser(monkeypatch)
+
+    def final_norm(args: list[str]) -> bool:
+        return config_from_args(parser.parse_args(args)).model["final_norm"]
+
+    assert not final_norm(["--task", "text", "--preset", "cpu"])
+    assert final_norm(["--task", "text", "--preset", "cpu", "--final-norm"])
+    assert final_norm(["--task", "text", "--preset", "demo"]) and final_norm(["--task", "image", "--preset", "cpu"])
 
 
 def test_every_model_flag_reaches_config_json_and_back(monkeypatch):

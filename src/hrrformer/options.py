@@ -109,10 +109,11 @@ def _flags(cls: type) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(cls) if f.metadata.get("flag")]
 
 
-def flag_name(field: dataclasses.Field) -> str:
-    """``--length-scale`` for ``length_scale``; ``--no-progress`` for a boolean that is on by default."""
+def flag_name(field: dataclasses.Field, both_ways: bool = False) -> str:
+    """``--length-scale`` for ``length_scale``; ``--no-progress`` for a boolean that is on by default
+    (unless ``both_ways``: then the positive name, whose ``--no-`` form argparse adds)."""
     name = field.name.replace("_", "-")
-    return f"--no-{name}" if field.default is True else f"--{name}"
+    return f"--no-{name}" if field.default is True and not both_ways else f"--{name}"
 
 
 def _parse_optional(kind: type) -> Callable[[str], Any]:
@@ -137,13 +138,14 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, *, from_preset: Iterab
         help_text, common = f.metadata["help"].replace("%", "%%"), {"dest": f.name, "default": argparse.SUPPRESS}
         if kind is bool:
             off = f.default is True
-            if f.name in preset_fields and not off:  # a preset may turn it on: --no-X turns it off again
+            both_ways = f.name in preset_fields  # a preset may set it either way: --X and --no-X
+            if both_ways:
                 action: Any = argparse.BooleanOptionalAction
                 help_text = f"{help_text} (default: the preset's)"
             else:
                 action = "store_false" if off else "store_true"
                 help_text = f"turn off: {help_text}" if off else help_text
-            parser.add_argument(flag_name(f), action=action, help=help_text, **common)
+            parser.add_argument(flag_name(f, both_ways), action=action, help=help_text, **common)
             continue
         allowed = choices_of(cls, f)
         if typing.get_origin(kind) is typing.Literal:
