@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -180,11 +179,9 @@ def test_sparse_rows_shapes_checked():
         featurize([np.array([1])], "trigram", vocab_size=3)
 
 
-def test_script_end_to_end_on_generated_listops(tmp_path, monkeypatch):
+def test_script_end_to_end_on_generated_listops(tmp_path, monkeypatch, load_script):
     """scripts/baselines.py on a tiny generated ListOps set (the demo sizes shrunk), then --table."""
-    spec = importlib.util.spec_from_file_location("baselines_script", ROOT / "scripts" / "baselines.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("baselines")
     monkeypatch.setenv("HRRFORMER_CACHE", str(tmp_path / "cache"))
     from hrrformer.data.listops_gen import generate_listops
 

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from hrrformer.data.base import collate
 from hrrformer.model import Hrrformer, HrrformerConfig
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "branch_scale.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("branch_scale", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def entropies(lines: list[str]) -> list[float]:
@@ -26,8 +14,8 @@ def entropies(lines: list[str]) -> list[float]:
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
-def test_branch_ratio_and_focus_count_the_real_positions_only(pooling):
-    script = load_script()
+def test_branch_ratio_and_focus_count_the_real_positions_only(pooling, load_script):
+    script = load_script("branch_scale")
     torch.manual_seed(0)
     config = HrrformerConfig(vocab_size=10, max_len=40, dim=8, heads=2, layers=2, pooling=pooling, score_scale=30.0)
     model = Hrrformer(config).eval()

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import struct
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "build_binaries.py"
 
-
-@pytest.fixture(scope="module")
-def bb():
-    spec = importlib.util.spec_from_file_location("build_binaries", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["build_binaries"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("build_binaries", None)
+@pytest.fixture
+def bb(load_script):
+    return load_script("build_binaries")
 
 
 def make_elf(

@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "summarize_runs.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("summarize_runs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_run(run: Path, losses: list[float], every: int = 10) -> None:
@@ -23,8 +13,8 @@ def write_run(run: Path, losses: list[float], every: int = 10) -> None:
     (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
-def test_leave_is_the_first_step_whose_trailing_mean_is_below_the_threshold(tmp_path):
-    summarize = load_script()
+def test_leave_is_the_first_step_whose_trailing_mean_is_below_the_threshold(tmp_path, load_script):
+    summarize = load_script("summarize_runs")
     # 40 logged steps on a 2.25 plateau, then 2.0: the 200-step window (20 lines) first averages
     # < 2.1 once more than 60 % of it is past the drop, i.e. 13 lines after it (step 400 + 130)
     write_run(tmp_path / "leaves", [2.25] * 40 + [2.0] * 40)
