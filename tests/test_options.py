@@ -97,17 +97,19 @@ def test_a_presets_hrr_variant_applies_to_hrr_attention_only(monkeypatch):
         config_from_args(parser.parse_args([*image, "--attention", "softmax", "--length-scale"]))
 
 
-def test_the_text_cpu_preset_has_no_final_norm_and_the_flag_gives_it_back(monkeypatch):
-    """Text's cpu preset pools without the final LayerNorm (measured: EXPERIMENTS.md); the other
-    presets keep it, and --final-norm on the command line wins over the preset."""
+@pytest.mark.parametrize("task", ["text", "listops", "image"])
+def test_these_cpu_presets_have_no_final_norm_and_the_flag_gives_it_back(monkeypatch, task):
+    """The Text, ListOps and Image cpu presets pool without the final LayerNorm (measured:
+    EXPERIMENTS.md); their demo presets keep it, and --final-norm on the command line wins."""
     parser = train_parser(monkeypatch)
 
     def final_norm(args: list[str]) -> bool:
-        return config_from_args(parser.parse_args(args)).model["final_norm"]
+        return config_from_args(parser.parse_args(["--task", task, *args])).model["final_norm"]
 
-    assert not final_norm(["--task", "text", "--preset", "cpu"])
-    assert final_norm(["--task", "text", "--preset", "cpu", "--final-norm"])
-    assert final_norm(["--task", "text", "--preset", "demo"]) and final_norm(["--task", "image", "--preset", "cpu"])
+    assert not final_norm(["--preset", "cpu"])
+    assert final_norm(["--preset", "cpu", "--final-norm"])
+    assert final_norm(["--preset", "demo"])
+    assert not final_norm(["--preset", "cpu", "--attention", "softmax"])  # the surround, not an HRR-only option
 
 
 def test_every_model_flag_reaches_config_json_and_back(monkeypatch):
