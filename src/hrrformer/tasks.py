@@ -248,7 +248,7 @@ TASKS: dict[str, TaskSpec] = {
                     # retrieved output at the cpu preset"). HRR attention only; softmax ignores it.
                     **RETRIEVED_VARIANT,
                     # measured side by side for the preset's 5 epochs: 35.24 against 33.08 % val with the
-                    # final norm (EXPERIMENTS.md, "Image: the retrieved output without the final norm")
+                    # final norm (EXPERIMENTS.md, "Image: the retrieved output without the final LayerNorm")
                     final_norm=False,
                 )
             ),
