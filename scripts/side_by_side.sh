@@ -14,7 +14,7 @@ train_in_background() {  # group, name, then hrrformer train arguments → runs/
   OMP_NUM_THREADS=1 PYTHONPATH="$snapshot/src" /usr/bin/time -v .venv/bin/python -m hrrformer train \
     --out "runs/$group/$name" --overwrite --no-progress "$@" > "logs/$group-$name.log" 2>&1 &
 }
-variant_args() {  # variant name → its hrrformer train flags (hrr: the paper's formula, as paper; NAME-m4: 4 memories; NAME-post, -nofn, -cls: post-norm, no final norm, CLS pooling)
+variant_args() {  # variant name → its hrrformer train flags (hrr: the paper's formula, as paper; NAME-m4: 4 memories; NAME-post, -nofn, -cls: post-norm, no final norm, CLS pooling; NAME-pi: π on q and k)
   case "$1" in
     paper|hrr) echo --attention hrr --hrr-output value --no-length-scale --score-scale none --no-learn-score-scale ;;
     softmax) echo --attention softmax ;;
@@ -27,9 +27,12 @@ variant_args() {  # variant name → its hrrformer train flags (hrr: the paper's
     *-m[1-9]|*-m[1-9][0-9])  # NAME-mM: NAME with M memories (several β per head)
       local base; base="$(variant_args "${1%-m*}")" || exit 2
       echo "$base" --memories "${1##*-m}" ;;
-    *-post|*-nofn|*-cls)  # what surrounds the attention: post-norm blocks, no final LayerNorm, CLS pooling
+    *-post|*-nofn|*-cls|*-pi)  # what surrounds the attention: post-norm blocks, no final LayerNorm, CLS pooling; π
       local base; base="$(variant_args "${1%-*}")" || exit 2
-      case "${1##*-}" in post) echo "$base" --norm post ;; nofn) echo "$base" --no-final-norm ;; cls) echo "$base" --pooling cls ;; esac ;;
+      case "${1##*-}" in
+        post) echo "$base" --norm post ;; nofn) echo "$base" --no-final-norm ;; cls) echo "$base" --pooling cls ;;
+        pi) echo "$base" --projection ;;
+      esac ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac
 }
