@@ -27,12 +27,12 @@ variant_args() {  # variant name → its hrrformer train flags (hrr: the paper's
     *-m[1-9]|*-m[1-9][0-9])  # NAME-mM: NAME with M memories (several β per head)
       local base; base="$(variant_args "${1%-m*}")" || exit 2
       echo "$base" --memories "${1##*-m}" ;;
-    *-post|*-nofn|*-cls|*-pi)  # what surrounds the attention: post-norm blocks, no final LayerNorm, CLS pooling; π
+    *-pi)  # NAME-pi: NAME with π on q and k (capacity)
+      local base; base="$(variant_args "${1%-pi}")" || exit 2
+      echo "$base" --projection ;;
+    *-post|*-nofn|*-cls)  # what surrounds the attention: post-norm blocks, no final LayerNorm, CLS pooling
       local base; base="$(variant_args "${1%-*}")" || exit 2
-      case "${1##*-}" in
-        post) echo "$base" --norm post ;; nofn) echo "$base" --no-final-norm ;; cls) echo "$base" --pooling cls ;;
-        pi) echo "$base" --projection ;;
-      esac ;;
+      case "${1##*-}" in post) echo "$base" --norm post ;; nofn) echo "$base" --no-final-norm ;; cls) echo "$base" --pooling cls ;; esac ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac
 }
