@@ -2,18 +2,20 @@
 and, for HRR, how far its weights focus.
 
 For each run directory given: the trained model, then the same configuration freshly initialised
-with HRR and with softmax attention, on the first 16 validation examples (real positions only).
+with HRR and with softmax attention, on the first 16 validation examples (real positions only;
+for a pair task the shared encoder on the first sequence of each pair).
 For trained HRR blocks also: the entropy of w over the n real positions divided by log n (1 =
 uniform), the largest weight times n (1 = uniform), and the score scale τ per head when set.
 HRR attention outputs w_t·v_t with Σ_t w_t = 1, so at initialisation its branch is about 1/T of
 the residual; softmax attention outputs Σ_s w_ts·v_s, a weighted mean of values.
 
-Usage: python scripts/branch_scale.py RUN_DIR...   (EXPERIMENTS.md, "Why HRR stays at chance")
+Usage: python scripts/branch_scale.py [--trained-only] RUN_DIR...   (EXPERIMENTS.md, "Why HRR stays at
+chance"; --trained-only skips the freshly initialised models)
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 import torch
 
@@ -36,7 +38,7 @@ def branch_ratios(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> lis
 
     handles = [block.register_forward_hook(hook) for block in model.encoder.blocks]
     with torch.no_grad():
-        model(batch["tokens"], batch["mask"])
+        model.encoder(batch["tokens"], batch["mask"])
     for handle in handles:
         handle.remove()
     return ratios
@@ -48,7 +50,7 @@ def focus(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> list[str]:
     for layer in layers:
         layer.record_weights = True
     with torch.no_grad():
-        model(batch["tokens"], batch["mask"])
+        model.encoder(batch["tokens"], batch["mask"])
     lines = []
     for layer in layers:
         layer.record_weights = False
@@ -62,17 +64,21 @@ def focus(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> list[str]:
     return lines
 
 
-def main(run_dirs: list[str]) -> None:
+def main(run_dirs: list[str], trained_only: bool = False) -> None:
     torch.set_num_threads(1)
     for run_dir in run_dirs:
         config, trained = load_run(run_dir)
         data = load_data(config, DistInfo())
         batch = collate([data.val[i] for i in range(16)])
+        if "tokens_a" in batch:  # a pair task: the shared encoder on the first sequence of each pair
+            batch = {"tokens": batch["tokens_a"], "mask": batch["mask_a"]}
         length = (~batch["mask"]).sum(1).float().mean().item()
         print(f"{run_dir}: mean length {length:.0f}")
         print(f"  trained {config.model['attention']:8s}", [f"{r:.2e}" for r in branch_ratios(trained, batch)])
         for line in focus(trained, batch):
-            print(f"  trained weights: {line}")
+            print(f"  trained weights: {line}", flush=True)
+        if trained_only:
+            continue
         for attention in ("hrr", "softmax"):
             config.model["attention"] = attention
             if attention == "softmax":
@@ -83,4 +89,8 @@ def main(run_dirs: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    parser.add_argument("--trained-only", action="store_true", help="skip the freshly initialised models")
+    args = parser.parse_args()
+    main(args.run_dirs, args.trained_only)
