@@ -59,6 +59,19 @@ slow = pytest.mark.skipif(not SLOW, reason="long variant: set HRRFORMER_SLOW=1")
 TINY = ["--dim", "16", "--heads", "2", "--layers", "1", "--mlp-dim", "16", "--batch-size", "8", "--no-progress"]
 TIMING_KEYS = {"seconds", "examples_per_second", "train_seconds", "wall_seconds_this_process", "peak_rss_mb"}
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+#: ``python -c PEAK_RSS_LAUNCHER RSS_FILE ARGV...`` runs ARGV and writes its peak RSS (KiB) to RSS_FILE.
+#: Linux copies a process's RSS high-water mark into a child it forks and keeps it across exec, so
+#: ``ru_maxrss`` of a child forked straight from this test process is at least this process's own
+#: peak (whatever earlier tests allocated); a child of this small launcher starts from the launcher's.
+PEAK_RSS_LAUNCHER = """
+import os, sys
+rss_file, argv = sys.argv[1], sys.argv[2:]
+pid = os.posix_spawn(argv[0], argv, os.environ)
+_, status, usage = os.wait4(pid, 0)
+with open(rss_file, "w") as f:
+    f.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
 
 
 # ============================================================================ fixtures and helpers
@@ -877,19 +890,18 @@ def run_predict(run: Path, paths: list[str], tmp_path: Path) -> dict:
     listing = tmp_path / "files.txt"
     with open(listing, "w", encoding=sys.getfilesystemencoding(), errors="surrogateescape") as f:
         f.writelines(p + "\n" for p in paths)
-    out, err = tmp_path / "predict.out", tmp_path / "predict.err"
+    out, err, rss = tmp_path / "predict.out", tmp_path / "predict.err", tmp_path / "predict.rss"
     command = [sys.executable, "-m", "hrrformer", "predict", str(run), "--files-from", str(listing), "--json"]
+    launcher = [sys.executable, "-c", PEAK_RSS_LAUNCHER, str(rss)]
     start = time.perf_counter()
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
-        process = subprocess.Popen([*command, "--device", "cpu"], stdout=stdout, stderr=stderr, env=CHILD_ENV)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
+        process = subprocess.run([*launcher, *command, "--device", "cpu"], stdout=stdout, stderr=stderr, env=CHILD_ENV)
     seconds = time.perf_counter() - start
     lines = out.read_bytes().decode("utf-8", errors="surrogateescape").splitlines()
     return {
         "rc": process.returncode,
         "results": [json.loads(line) for line in lines],
-        "peak_rss_mb": usage.ru_maxrss / 1024,  # KiB on Linux
+        "peak_rss_mb": int(rss.read_text()) / 1024,  # KiB on Linux
         "seconds": seconds,
         "stderr": err.read_text(errors="replace"),
     }
