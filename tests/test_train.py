@@ -223,6 +223,21 @@ def test_time_budget_stops_inside_an_epoch_and_records_the_fraction(listops_dir,
     assert summary["val_accuracy"] is not None  # evaluated after the budget ran out
 
 
+def test_a_budget_stopped_run_resumed_trains_the_rest_of_its_epoch(listops_dir, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(train_args(listops_dir, straight, "--epochs", "2")) == 0
+    assert main(train_args(listops_dir, resumed, "--epochs", "2", "--max-minutes", "1e-9")) == 0  # one step
+    assert main(train_args(listops_dir, resumed, "--epochs", "2", "--max-minutes", "none", "--resume")) == 0
+    a, b = weights(straight), weights(resumed)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    epochs = [r for r in metric_lines(resumed) if r["type"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [pytest.approx(1 / 8), 1, 2]
+    assert [r["examples"] for r in epochs] == [8, 56, 64]  # the rest of epoch 1, not a fresh one
+    summary = json.loads((resumed / "summary.json").read_text())
+    assert summary["epochs"] == 2 and summary["stopped_by_time_budget"] is False
+
+
 def test_length_scale_flag_reaches_the_run_config_and_the_model():
     import argparse
 

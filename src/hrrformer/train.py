@@ -675,7 +675,11 @@ class Trainer:
         return bool(all_reduce_sum(torch.tensor(float(elapsed_min >= self.config.max_minutes)), self.info) > 0)
 
     def end_epoch(self, sums: torch.Tensor, seconds: float) -> None:
-        """Validate, record the epoch (metrics.jsonl, stderr) and checkpoint at its end."""
+        """Validate, record the epoch (metrics.jsonl, stderr) and checkpoint at its end.
+
+        An epoch the time budget stopped is recorded as the fraction that ran and checkpointed
+        where it stopped, so ``--resume`` with a larger budget trains the rest of that epoch (its
+        next record covers the rest only) instead of starting the next one."""
         s, info = self.state, self.info
         totals = dp_all_reduce_sum(sums.clone(), info)
         val = self.evaluate(self.data.val)
@@ -703,7 +707,9 @@ class Trainer:
                 f"{seconds:.0f} s, {record['examples_per_second']:.1f} ex/s",
                 file=sys.stderr,
             )
-        s.epoch, s.batches_done, s.epoch_sums = s.epoch + 1, 0, None
+        if s.batches_done >= self.steps_per_epoch:
+            s.epoch, s.batches_done = s.epoch + 1, 0
+        s.epoch_sums = None
         self.save()
 
     def save(self, epoch_sums: torch.Tensor | None = None) -> None:
