@@ -684,12 +684,12 @@ class Trainer:
         totals = dp_all_reduce_sum(sums.clone(), info)
         val = self.evaluate(self.data.val)
         # A budget-stopped epoch counts as the fraction of its batches that ran.
-        done = s.batches_done / self.steps_per_epoch
+        finished = s.batches_done >= self.steps_per_epoch
         examples = totals[2].item()
         record = {
             "type": "epoch",
             "step": s.step,
-            "epoch": s.epoch + 1 if s.batches_done >= self.steps_per_epoch else s.epoch + done,
+            "epoch": s.epoch + 1 if finished else s.epoch + s.batches_done / self.steps_per_epoch,
             "train_loss": totals[0].item() / max(examples, 1),
             "train_accuracy": totals[1].item() / max(examples, 1),
             "val_loss": val["loss"],
@@ -707,7 +707,7 @@ class Trainer:
                 f"{seconds:.0f} s, {record['examples_per_second']:.1f} ex/s",
                 file=sys.stderr,
             )
-        if s.batches_done >= self.steps_per_epoch:
+        if finished:
             s.epoch, s.batches_done = s.epoch + 1, 0
         s.epoch_sums = None
         self.save()
