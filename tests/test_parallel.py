@@ -30,6 +30,7 @@ from hrrformer.parallel import (
     sp_hrr_attention,
     sp_mean_pool,
 )
+from test_amp import BF16_STEP_TOLERANCE
 
 TOL = {"rtol": 1e-9, "atol": 1e-9}
 
@@ -197,6 +198,29 @@ def _mean_pool(rank: int, world_size: int) -> None:
     torch.testing.assert_close(local.grad / world_size, x.grad[:, sl], **TOL)
 
 
+def _model_under_autocast(rank: int, world_size: int, **overrides) -> None:
+    """bf16 autocast: the split model gives the one-process model's logits and gradients, each
+    computed under autocast, within bf16 rounding (tests/test_amp.py's tolerance)."""
+    group = dist.group.WORLD
+    torch.manual_seed(0)
+    ref = Hrrformer(_tiny_config(**overrides))
+    sp = enable_sequence_parallel(copy.deepcopy(ref), group)
+    tokens = _model_tokens()
+    local = shard_sequence(tokens, group)[0]
+    weights = torch.randn(2, ref.config.num_classes, generator=torch.Generator().manual_seed(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits_ref, logits_sp = ref(tokens).float(), sp(local).float()
+    torch.testing.assert_close(logits_sp, logits_ref, rtol=BF16_STEP_TOLERANCE, atol=BF16_STEP_TOLERANCE)
+    (logits_ref * weights).sum().backward()
+    (logits_sp * weights).sum().backward()
+    reduce_sequence_parallel_gradients(sp, group)
+    grad_sp = torch.cat([p.grad.flatten() for p in sp.parameters()])
+    grad_ref = torch.cat([p.grad.flatten() for p in ref.parameters()])
+    assert torch.isfinite(grad_sp).all()
+    relative = ((grad_sp - grad_ref).norm() / grad_ref.norm()).item()
+    assert relative < BF16_STEP_TOLERANCE, relative
+
+
 SCENARIOS = {
     "attention_circulant": lambda r, w: _check_attention(r, w, causal=False, method="circulant"),
     "attention_fourier": lambda r, w: _check_attention(r, w, causal=False, method="fourier", d=7),
@@ -230,6 +254,10 @@ SCENARIOS = {
     "model_causal_memories_chunked": lambda r, w: _check_model(
         r, w, pooling="mean", causal=True, memories=2, chunk_size=2
     ),
+    "model_bf16": lambda r, w: _model_under_autocast(r, w, pooling="cls"),
+    "model_causal_retrieved_chunked_bf16": lambda r, w: _model_under_autocast(
+        r, w, pooling="mean", causal=True, hrr_output="retrieved", score_scale=4.0, chunk_size=2
+    ),
     "mean_pool": _mean_pool,
     "group_of_one": _group_of_one,
     "bad_input": _bad_input,
@@ -241,6 +269,7 @@ RUN_ON_FOUR = (
     "model_cls_learned",
     "model_causal_mean",
     "model_causal_mean_chunked",
+    "model_bf16",
 )
 
 

@@ -8,6 +8,7 @@ from ... import hrr
 from .circulant import CirculantHrrAttention
 from .cosine import COSINE_EPS
 from .fourier import combine_superpositions, retrieved_values, scores, superpose, unbinding
+from .precision import kernel_precision
 from .range_control import safe_exponent
 from .reduction import LOCAL, SequenceReduction
 from .validation import Method, Output, check_attention_inputs, check_method, check_on_every_rank, memory_count
@@ -16,6 +17,7 @@ from .weights import beta_keep, keep_weights, position_counts, softmax_weights
 __all__ = ["attend", "hrr_attention", "hrr_attention_weights"]
 
 
+@kernel_precision
 def attend(
     q: torch.Tensor,
     k: torch.Tensor,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from .cosine import inv_norm, rowdot
+from .precision import autocast_off
 from .range_control import downscales, safe_exponent, scaled_eps2
 from .reduction import SequenceReduction
 from .validation import memory_count
@@ -97,6 +98,11 @@ class CirculantHrrAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_out, _g_w):
+        with autocast_off(g_out.device.type):  # a backward called inside autocast stays in float32
+            return CirculantHrrAttention._backward(ctx, g_out)
+
+    @staticmethod
+    def _backward(ctx, g_out):
         # In the scaled variables (primes); ∂L/∂x = s_x ∂L/∂x', with each s_x folded into a small factor.
         q, k, v_, keep_b, circ, a, w, r_vhat, r_v, s_q, s_k, s_v, score_scale = ctx.saved_tensors
         reduction, s_q1, s_v1 = ctx.reduction, s_q[..., 0], s_v[..., 0]

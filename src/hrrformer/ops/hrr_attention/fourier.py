@@ -22,6 +22,7 @@ from typing import NamedTuple
 import torch
 
 from .cosine import parseval_cosine
+from .precision import kernel_precision
 from .range_control import downscale, downscales, scaled_eps2
 from .reduction import SequenceReduction
 
@@ -38,6 +39,7 @@ def _block_spectra(x: torch.Tensor, d: int) -> torch.Tensor:
     return torch.fft.rfft(x.unflatten(-1, (x.shape[-1] // d, d)), dim=-1)
 
 
+@kernel_precision
 def superpose(
     k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None, exponent: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,6 +52,7 @@ def superpose(
     return torch.view_as_real(bound.sum(-3).flatten(-2)), torch.stack([s_k, s_v])
 
 
+@kernel_precision
 def combine_superpositions(
     parts: Sequence[torch.Tensor], scales: Sequence[torch.Tensor], causal: bool, reduction: SequenceReduction
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -73,6 +76,7 @@ class Unbinding(NamedTuple):
     s_v: torch.Tensor  # (B, h, 1, 1)
 
 
+@kernel_precision
 def unbinding(
     q: torch.Tensor,
     k: torch.Tensor | None,
@@ -104,11 +108,13 @@ def unbinding(
     return Unbinding(vhat_f, vf, v * s_v, eps2_vhat, scaled_eps2(eps, q.dtype, s_v), s_v)
 
 
+@kernel_precision
 def scores(u: Unbinding) -> torch.Tensor:
     """a_t = cos_ε(v_t, v̂_t) (B, h, T_c), by Parseval (no inverse FFT)."""
     return parseval_cosine(u.vhat_f, u.vf, u.v, u.eps2_vhat, u.eps2_v)
 
 
+@kernel_precision
 def retrieved_values(u: Unbinding) -> torch.Tensor:
     """‖v_t‖_ε · v̂_t / ‖v̂_t‖_ε (B, h, T_c, d): what query t unbinds from β (content of the whole
     sequence), at the length of its own value. One inverse rfft."""

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .precision import kernel_precision
 from .reduction import SequenceReduction
 
 __all__ = [
@@ -68,6 +69,7 @@ def scaled_exp(a: torch.Tensor, keep: torch.Tensor | None, score_scale: torch.Te
     return e if keep is None else e * keep
 
 
+@kernel_precision
 def softmax_weights(
     scores: Sequence[torch.Tensor],
     keeps: Sequence[torch.Tensor | None],
@@ -82,6 +84,7 @@ def softmax_weights(
     return [e / z.masked_fill(z == 0, 1.0) for e, z in zip(exps, denoms, strict=True)]
 
 
+@kernel_precision
 def position_counts(
     keeps: Sequence[torch.Tensor | None],
     lengths: Sequence[int],
