@@ -1,22 +1,30 @@
 """``hrrformer bench``: the authors' formulation, the worker, and the command end to end (no timings)."""
 
 import csv
+import json
+import math
 import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from hrrformer import cli
 from hrrformer.attention import hrr_attention_reference
 from hrrformer.bench import (
     CSV_COLUMNS,
+    _model_tasks,
     _worker_env,
     model_config_for,
+    peak_gflops,
     ratio_table,
     run_config,
+    throughput_table,
 )
-from hrrformer.bench_methods import authors_hrr_attention, measure
+from hrrformer.bench_methods import MODEL_TASKS, authors_hrr_attention, bench_model_for, measure
+from hrrformer.bench_profile import CATEGORIES, classify, count_flops, summarize, top_costs
 from hrrformer.perf import keep_freed_memory_env
+from hrrformer.tasks import TASKS, get_preset
 
 REQUIRED = [
     "method",
@@ -115,7 +123,7 @@ def test_keep_freed_memory_env():
 
 def test_model_config_for():
     config, batch, seq_len = model_config_for("listops")
-    assert (config.vocab_size, config.dim, config.heads, config.layers, config.mlp_dim) == (20, 128, 4, 1, 256)
+    assert (config.vocab_size, config.dim, config.heads, config.layers, config.mlp_dim) == (16, 128, 4, 1, 256)
     assert (config.pooling, batch, seq_len, config.max_len) == ("mean", 32, 2000, 2000)
     config, _, _ = model_config_for("malware")
     assert (config.vocab_size, config.dim, config.heads, config.mlp_dim, config.pooling) == (257, 256, 8, 512, "cls")
@@ -194,3 +202,183 @@ def test_bad_requests_exit_2(tmp_path, capsys):
     assert cli.main(["bench", "--model", "listops", "--attention", "linear", "--out", str(tmp_path)]) == 2
     assert cli.main(["bench", "--model", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- every task's model
+@pytest.mark.parametrize("task", TASKS)
+def test_bench_model_is_the_cpu_preset(task):
+    options = get_preset(task, "cpu").options
+    bench = bench_model_for(task)
+    c = bench.config
+    assert (c.dim, c.heads, c.layers, c.mlp_dim, c.max_len) == tuple(
+        options[k] for k in ("dim", "heads", "layers", "mlp_dim", "max_len")
+    )
+    assert (bench.batch, bench.seq_len) == (options["batch_size"], options["max_len"])
+    assert bench.pair == (task in ("retrieval", "imdb-pairs"))
+    assert c.vocab_size == (16 if task == "listops" else 257)
+    # a preset's HRR-only options are dropped for softmax attention, as hrrformer train does
+    assert bench_model_for(task, "softmax").config.hrr_output == "value"
+
+
+@pytest.mark.parametrize("method", ["hrr", "softmax"])
+@pytest.mark.parametrize("task", MODEL_TASKS)
+def test_every_task_model_runs_a_step(task, method):
+    """The worker builds each task's model (the dual encoder for pairs) and times one tiny step."""
+    spec = dict(kind="model", task=task, method=method, seq_len=12, batch=2, dim=0, heads=0, mode="train")
+    result = measure({**spec, "dtype": "float32", "warmup": 0, "repeats": 1, "count_flops": True})
+    assert result["status"] == "ok", result
+    assert (result["seq_len"], result["batch"]) == (12, 2)
+    assert result["tokens"] == 2 * 12 * (2 if bench_model_for(task).pair else 1)
+    assert result["flops"] > 0
+
+
+def test_model_all_is_every_task():
+    assert _model_tasks(["all"]) == list(TASKS)
+    assert _model_tasks(["malware", "listops", "malware"]) == ["malware", "listops"]
+    with pytest.raises(ValueError, match="unknown"):
+        _model_tasks(["nope"])
+
+
+# ----------------------------------------------------------------------------- FLOPs and the profile
+def test_flop_count_of_a_linear_forward_and_backward():
+    m, k, n = 24, 16, 40
+    x = torch.randn(m, k, requires_grad=True)
+    w = torch.randn(n, k, requires_grad=True)
+    assert count_flops(lambda: F.linear(x, w).sum().backward()) == 2 * m * n * k * 3  # y, dx, dw
+
+
+def test_flop_count_of_cpu_attention():
+    """PyTorch counts its CUDA attention kernels only; the CPU flash kernel is added: Q·Kᵀ and P·V."""
+    b, h, t, d = 2, 3, 20, 8
+    q, k, v = (torch.randn(b, h, t, d) for _ in range(3))
+    assert count_flops(lambda: F.scaled_dot_product_attention(q, k, v)) == 2 * (2 * b * h * t * t * d)
+
+
+def test_classify_op_names():
+    expected = {
+        "aten::mm": "matmul",
+        "aten::addmm": "matmul",
+        "aten::bmm": "matmul",
+        "aten::linear": "matmul",
+        "aten::_scaled_dot_product_flash_attention_for_cpu": "matmul",
+        "aten::_fft_r2c": "fft",
+        "aten::_fft_c2r": "fft",
+        "aten::add_": "elementwise",
+        "aten::mul": "elementwise",
+        "aten::copy_": "elementwise",
+        "aten::to": "elementwise",
+        "aten::cat": "elementwise",
+        "aten::native_layer_norm": "elementwise",
+        "aten::gelu_backward": "elementwise",
+        "aten::_softmax": "elementwise",
+        "aten::empty": "allocation",
+        "aten::empty_strided": "allocation",
+        "aten::zeros": "allocation",
+        "aten::resize_": "allocation",
+        "aten::fill_": "allocation",
+        "aten::view": "other",
+        "autograd::engine::evaluate_function: MmBackward0": "other",
+        "Optimizer.step#Adam.step": "other",
+    }
+    assert {name: classify(name) for name in expected} == expected
+    assert set(expected.values()) == set(CATEGORIES)
+
+
+def test_summarize_shares_and_top():
+    events = [("aten::mm", 600.0, 4), ("aten::_fft_r2c", 200.0, 2), ("aten::add", 100.0, 8)]
+    events += [("aten::empty", 50.0, 9), ("aten::mm", 0.0, 1), ("MmBackward0", 50.0, 4)]
+    profile = summarize(events, top=3)
+    assert math.isclose(sum(profile["shares"].values()), 1.0)
+    assert profile["shares"] == pytest.approx(dict(matmul=0.6, fft=0.2, elementwise=0.1, allocation=0.05, other=0.05))
+    assert profile["total_self_ms"] == pytest.approx(1.0)
+    assert [(op["name"], op["calls"], op["category"]) for op in profile["top"]] == [
+        ("aten::mm", 5, "matmul"),
+        ("aten::_fft_r2c", 2, "fft"),
+        ("aten::add", 1 * 8, "elementwise"),
+    ]
+    assert top_costs(profile) == "mm 60.0%; _fft_r2c 20.0%; add 10.0%"
+
+
+# ----------------------------------------------------------------------------- the command: dtypes, FLOPs, profile, peak
+def test_model_dtypes_flops_profile_and_peak(tmp_path, capsys):
+    peak = {"peak": {"float32": {"1": 2.0}, "bfloat16": {"1": 4.0}}}
+    (tmp_path / "peak.json").write_text(json.dumps(peak))  # as --peak writes it, in the same --out
+    argv = ["bench", "--model", "imdb-pairs", "--attention", "hrr", "--seq-lens", "16", "--batch", "2"]
+    argv += ["--dtype", "float32,bfloat16", "--profile", "--repeats", "1", "--threads", "1", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    _, rows = read_csv(tmp_path / "bench.csv")
+    assert [(r["model"], r["method"], r["dtype"], r["status"]) for r in rows] == [
+        ("imdb-pairs", "hrr", "float32", "ok"),
+        ("imdb-pairs", "hrr", "bfloat16", "ok"),
+    ]
+    assert rows[0]["gflop_per_step"] == rows[1]["gflop_per_step"]  # FLOPs do not depend on the dtype
+    for r in rows:
+        seconds, gflop = float(r["median_ms"]) / 1000, float(r["gflop_per_step"])
+        assert gflop > 0 and r["threads"] == "1"
+        assert float(r["achieved_gflops"]) == pytest.approx(gflop / seconds, rel=1e-2)
+        best = peak["peak"][r["dtype"]]["1"]
+        assert float(r["pct_of_peak"]) == pytest.approx(100 * float(r["achieved_gflops"]) / best, rel=1e-2)
+        assert float(r["tokens_per_s"]) == pytest.approx(2 * 2 * 16 / seconds, rel=1e-3)  # two documents
+        assert len(r["top_costs"].split("; ")) == 3 and r["top_costs"].endswith("%")
+        profile = json.loads((tmp_path / f"profile_imdb-pairs_hrr_{r['dtype']}.json").read_text())
+        assert (profile["task"], profile["dtype"], profile["steps"]) == ("imdb-pairs", r["dtype"], 3)
+        assert set(profile["shares"]) == set(CATEGORIES)
+        assert math.isclose(sum(profile["shares"].values()), 1.0)
+    printed = capsys.readouterr().out
+    assert "ex/s float32" in printed and "ex/s bfloat16" in printed and "bf16/fp32" in printed
+
+
+def test_kernel_dtypes_one_row_each(tmp_path):
+    argv = ["bench", "--attention", "hrr,linear", "--seq-lens", "32", "--dim", "16", "--heads", "2"]
+    argv += ["--dtype", "float32,bfloat16", "--repeats", "1", "--threads", "1", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    _, rows = read_csv(tmp_path / "bench.csv")
+    assert [(r["method"], r["dtype"], r["status"]) for r in rows] == [
+        ("hrr", "float32", "ok"),
+        ("linear", "float32", "ok"),
+        ("hrr", "bfloat16", "ok"),
+        ("linear", "bfloat16", "ok"),
+    ]
+
+
+def test_peak_writes_peak_json(tmp_path, capsys):
+    m, k, n = 64, 32, 48
+    argv = ["bench", "--peak", "--peak-shapes", f"{m}x{k}x{n}", "--dtype", "float32,bfloat16", "--threads", "1"]
+    assert cli.main([*argv, "--repeats", "2", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "peak.json").read_text())
+    assert {(e["dtype"], e["threads"], e["status"]) for e in record["entries"]} == {
+        ("float32", 1, "ok"),
+        ("bfloat16", 1, "ok"),
+    }
+    for e in record["entries"]:
+        assert e["gflop_per_step"] == pytest.approx(6 * m * k * n / 1e9)  # counted, equal to the hand count
+    for dtype in ("float32", "bfloat16"):
+        assert peak_gflops(record, dtype, 1) > 0
+    assert peak_gflops(record, "float32", 7) is None
+    assert not (tmp_path / "bench.csv").exists()  # --peak alone runs nothing else
+    assert "peak" in capsys.readouterr().out
+
+
+def test_ratio_and_throughput_tables_by_dtype():
+    def row(method, dtype, ex, status="ok"):
+        sizes = dict(model="text", method=method, seq_len=64, dtype=dtype, median_ms="1", peak_mb="1")
+        return {**sizes, "examples_per_s": ex, "status": status}
+
+    rows = [row("hrr", "float32", "10.0"), row("hrr", "bfloat16", "15.0"), row("softmax", "float32", "5.0")]
+    rows.append(row("softmax", "bfloat16", "", "timeout"))
+    lines = throughput_table(rows).splitlines()
+    assert lines[0].split()[-1] == "bf16/fp32"
+    assert lines[1].split() == ["text", "hrr", "64", "10.00", "15.00", "1.50"]
+    assert lines[2].split() == ["text", "softmax", "64", "5.00", "timeout", "-"]
+    table = ratio_table(rows).splitlines()
+    assert table[0].split()[:4] == ["task", "T", "dtype", "method"]
+    assert len(table) == 5  # one row per (method, dtype), each against hrr of its own dtype
+
+
+def test_bad_bench_flags(tmp_path, capsys):
+    assert cli.main(["bench", "--profile", "--out", str(tmp_path)]) == 2  # --profile needs --model
+    assert cli.main(["bench", "--model", "text", "--peak-file", str(tmp_path / "none.json")]) == 2
+    assert "needs --model" in capsys.readouterr().err
+    for bad in (["--dtype", "float16"], ["--peak-shapes", "64x32"]):
+        with pytest.raises(SystemExit):
+            cli.main(["bench", *bad, "--out", str(tmp_path)])

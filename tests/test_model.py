@@ -196,3 +196,25 @@ def test_cls_without_position_and_no_pad_id():
 def test_sequence_parallel_refuses_authors_padding():
     with pytest.raises(ValueError, match="authors_padding"):
         enable_sequence_parallel(Hrrformer(tiny_config(authors_padding=True)), group=object())
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.03])
+def test_dropout_keeps_1_minus_p_of_positions_independently_and_preserves_the_mean(p):
+    from hrrformer.model import Dropout, dropout_keep_mask
+
+    torch.manual_seed(0)
+    keep, scale = dropout_keep_mask(torch.Size([1001, 1003]), p, torch.device("cpu"))  # an odd count
+    assert keep.shape == (1001, 1003) and keep.dtype == torch.bool
+    rate = keep.double().mean().item()
+    assert abs(rate - (1 - p)) < 4 * (p * (1 - p) / keep.numel()) ** 0.5 + 2**-15, rate
+    assert abs(scale * (1 - round(p * 2**15) / 2**15) - 1) < 1e-12
+    # the four 16-bit pieces of each draw are independent: neighbours agree as often as chance says
+    flat = keep.flatten()[: keep.numel() // 4 * 4].view(-1, 4).double()
+    for i in range(3):
+        joint = (flat[:, i] * flat[:, i + 1]).mean().item()
+        assert abs(joint - flat[:, i].mean().item() * flat[:, i + 1].mean().item()) < 3e-3
+    dropout = Dropout(p)
+    x = torch.ones(200_000)
+    y = dropout(x)
+    assert set(y.unique().tolist()) <= {0.0, torch.tensor(scale).float().item()} and abs(y.mean().item() - 1) < 0.02
+    assert torch.equal(dropout.eval()(x), x) and torch.equal(Dropout(0.0)(x), x)

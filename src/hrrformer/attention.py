@@ -60,6 +60,18 @@ def softmax_attention(
     return out.masked_fill(nothing_allowed, 0.0)
 
 
+def _contiguous_as(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """x contiguous and in ``dtype``, in one copy (``Tensor.to`` ignores the layout when the dtype matches)."""
+    return x.contiguous() if x.dtype == dtype else x.to(dtype, memory_format=torch.contiguous_format)
+
+
+def _matmul_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a matrix multiply reads x in: autocast's where it is on, else x's own. Casting the
+    attention output to it in the copy that merges the heads saves autocast a second pass."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
 # ----------------------------------------------------------------------------- modules
 class _MultiHeadAttention(nn.Module):
     """Projections, head split and merge around an attention kernel (the one seam to swap)."""
@@ -78,12 +90,14 @@ class _MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
-    def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def split_heads(self, x: torch.Tensor, upcast: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, T, E) → q, k, v, each (B, h, T, d) and contiguous (one copy here saves several
-        inside the batched matrix multiplies of the attention)."""
+        inside the batched matrix multiplies of the attention). ``upcast``: in the HRR kernel's
+        dtype (float32 for a half-precision projection under autocast), cast in the same copy."""
         b, t, _ = x.shape
         qkv = self.qkv_proj(x).view(b, t, 3, self.num_heads, self.head_dim)  # (B, T, 3, h, d)
-        return qkv.permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # 3 × (B, h, T, d)
+        dtype = hrr.compute_dtype(qkv.dtype) if upcast else qkv.dtype
+        return _contiguous_as(qkv.permute(2, 0, 3, 1, 4), dtype).unbind(0)  # 3 × (B, h, T, d)
 
     def forward(
         self,
@@ -107,7 +121,7 @@ class _MultiHeadAttention(nn.Module):
         b, t, e = x.shape
         q, k, v = self.split_heads(x)
         y = self.attend(q, k, v, key_padding_mask, reduction)  # (B, h, T, d)
-        y = y.transpose(1, 2).reshape(b, t, e)  # (B, T, E)
+        y = _contiguous_as(y.transpose(1, 2), _matmul_dtype(y)).view(b, t, e)  # (B, T, E)
         return self.out_proj(self.dropout(y))
 
     def attend(
@@ -204,7 +218,7 @@ class HrrAttention(_MultiHeadAttention):
         q, k (B, h, T, m·d), π applied (``projection``) and split into the routed memory blocks
         (``memories``; m = 1: (B, h, T, d)). Only the named parts are projected."""
         if parts == "qkv":
-            named = dict(zip("qkv", super().split_heads(x), strict=True))
+            named = dict(zip("qkv", super().split_heads(x, upcast=True), strict=True))
         else:
             named = {part: self._project(x, "qkv".index(part)) for part in parts}
         routes = self.routes(x) if self.router is not None and set(parts) & {"q", "k"} else None

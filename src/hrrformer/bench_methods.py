@@ -13,10 +13,16 @@ Methods (``--attention``):
 * ``hrr-reference``: :func:`authors_hrr_attention`, the authors' JAX formulation transcribed
   as they wrote it (complex FFTs, five of them forward; β over every position; −1e9 mask);
 * ``softmax``: ``F.scaled_dot_product_attention``;
-* ``linear``: one E × E ``nn.Linear`` on the (B, T, E) tensor: the cost of a projection;
+* ``linear``: one E × E ``nn.Linear`` on the (B, T, E) tensor: the cost of a projection (E × N
+  with the spec's ``out_dim`` N: what ``hrrformer bench --peak`` times);
 * ``elementwise``: ``q * k + v``: reads q, k, v once and writes one tensor, a memory-bound floor.
 
 Attention inputs are q, k, v of shape (B, heads, T, E / heads).
+
+``--model TASK`` times a training step of the model of a task's ``cpu`` preset
+(:func:`bench_model_for`); with ``count_flops`` the worker also counts the step's FLOPs once, and
+with ``profile`` it profiles a few steps (:mod:`hrrformer.bench_profile`), both untimed and after
+the peak memory is read.
 """
 
 from __future__ import annotations
@@ -28,21 +34,33 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .attention import hrr_attention
-from .model import Hrrformer, HrrformerConfig
+from .bench_profile import count_flops, profile_steps
+from .config import HRR_ONLY_OPTIONS
+from .data import listops
+from .data.common import BYTE_VOCAB
+from .model import Hrrformer, HrrformerConfig, HrrformerDualEncoder
 from .options import pick
-from .tasks import get_preset
+from .tasks import TASKS, get_preset
 
 __all__ = [
     "ATTENTION_METHODS",
+    "DATA_SHAPES",
     "METHODS",
+    "MODEL_ALIASES",
+    "MODEL_TASKS",
+    "PROFILE_STEPS",
+    "BenchModel",
+    "DataShape",
     "authors_hrr_attention",
+    "bench_model_for",
     "measure",
     "model_config_for",
 ]
@@ -55,6 +73,35 @@ ATTENTION_METHODS = ("hrr", "hrr-reference", "softmax")
 MODEL_ATTENTIONS = ("hrr", "softmax")
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+#: steps run under the profiler with ``profile`` (after the timed ones).
+PROFILE_STEPS = 3
+
+
+class DataShape(NamedTuple):
+    """What a task's data decides about its model: vocabulary, classes, one or two documents."""
+
+    vocab_size: int
+    num_classes: int
+    pair: bool = False
+
+
+#: Data module (``TaskSpec.data_task``) → its data's shape. The loaders read these from the data
+#: (``hrrformer.data.*.load``); here are the standard data sets' values: bytes + padding (257
+#: token ids), CIFAR-10's 10 classes, binaries as malware or not.
+DATA_SHAPES: dict[str, DataShape] = {
+    "listops": DataShape(len(listops.VOCAB), listops.NUM_CLASSES),
+    "text": DataShape(BYTE_VOCAB, 2),
+    "retrieval": DataShape(BYTE_VOCAB, 2, pair=True),
+    "imdb-pairs": DataShape(BYTE_VOCAB, 2, pair=True),
+    "image": DataShape(BYTE_VOCAB, 10),
+    "pathfinder": DataShape(BYTE_VOCAB, 2),
+    "binaries": DataShape(BYTE_VOCAB, 2),
+}
+#: ``--model`` names that are not tasks: name → (task, preset). ``malware``: the authors' paper-sized
+#: binaries network (T = 16,384, dim 256, 8 heads, one layer, batch 4).
+MODEL_ALIASES: dict[str, tuple[str, str]] = {"malware": ("binaries", "paper")}
+#: every name ``--model`` accepts (besides ``all``, every task).
+MODEL_TASKS = (*TASKS, *MODEL_ALIASES)
 
 
 # ----------------------------------------------------------------------------- the authors' formulation
@@ -196,7 +243,8 @@ class _CudaMemory:
 
 # ----------------------------------------------------------------------------- workloads
 class _Workload:
-    """One configuration: ``reset()`` (untimed) then ``step()`` (timed)."""
+    """One configuration: ``reset()`` (untimed) then ``step()`` (timed); ``flop_step()`` is the
+    same work run eagerly (never compiled), for counting FLOPs."""
 
     extra: dict[str, Any]
 
@@ -204,6 +252,9 @@ class _Workload:
         pass
 
     def step(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def flop_step(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
 
@@ -225,18 +276,21 @@ class _KernelWorkload(_Workload):
             return x.requires_grad_(self.backward)
 
         if method == "linear":
-            layer = nn.Linear(e, e, bias=False).to(device=device, dtype=dtype)
+            n = spec.get("out_dim") or e
+            layer = nn.Linear(e, n, bias=False).to(device=device, dtype=dtype)
             if not self.backward:
                 layer.requires_grad_(False)
             self.inputs: tuple[torch.Tensor, ...] = (randn(b, t, e),)  # (B, T, E)
             self.params = list(layer.parameters())
             fn: Callable[..., torch.Tensor] = layer
+            out_shape: tuple[int, ...] = (b, t, n)
         else:
             self.inputs = tuple(randn(b, h, t, e // h) for _ in range(3))  # q, k, v (B, h, T, d)
             self.params = []
             fn = _ATTENTION_FUNCTIONS[method]
+            out_shape = (b, h, t, e // h)
+        self.eager = fn
         self.fn = torch.compile(fn) if spec.get("compile") else fn
-        out_shape = self.inputs[0].shape
         self.grad = torch.randn(*out_shape, generator=g).to(device=device, dtype=dtype) if self.backward else None
         self.extra = {}
 
@@ -245,65 +299,116 @@ class _KernelWorkload(_Workload):
             x.grad = None
 
     def step(self) -> None:
+        self._run(self.fn)
+
+    def flop_step(self) -> None:
+        self._run(self.eager)
+
+    def _run(self, fn: Callable[..., torch.Tensor]) -> None:
         if self.backward:
-            out = self.fn(*self.inputs)
+            out = fn(*self.inputs)
             out.backward(self.grad)
         else:
             with torch.no_grad():
-                self.fn(*self.inputs)
+                fn(*self.inputs)
 
 
-def model_config_for(task: str) -> tuple[HrrformerConfig, int, int]:
-    """(model config, batch, sequence length) benchmarked by ``--model TASK``.
+@dataclass(frozen=True)
+class BenchModel:
+    """The model ``--model TASK`` times: its config, batch size, sequence length (per document) and
+    whether it reads two documents (:class:`~hrrformer.model.HrrformerDualEncoder`)."""
+
+    config: HrrformerConfig
+    batch: int
+    seq_len: int
+    pair: bool = False
+
+
+def bench_model_for(task: str, attention: str = "hrr") -> BenchModel:
+    """The model of ``task``'s ``cpu`` preset (an alias of :data:`MODEL_ALIASES`: its preset) with
+    ``attention``: the preset's model options, layers included, its batch size and ``max_len``, and
+    :data:`DATA_SHAPES`' vocabulary and classes. As ``hrrformer train`` does, a preset's HRR-only
+    options are dropped for softmax attention.
 
     Raises ValueError for an unknown task.
     """
-    names = {"listops": ("listops", "cpu", 20, 10), "malware": ("binaries", "paper", 257, 2)}
-    if task not in names:
-        raise ValueError(f"unknown --model task {task!r}; known: {sorted(names)}")
-    task_name, preset_name, vocab_size, num_classes = names[task]
+    if task not in MODEL_TASKS:
+        raise ValueError(f"unknown --model task {task!r}; known: {', '.join(MODEL_TASKS)}, all")
+    task_name, preset_name = MODEL_ALIASES.get(task, (task, "cpu"))
     options = get_preset(task_name, preset_name).options
-    model = {**pick(HrrformerConfig, options), "layers": 1, "vocab_size": vocab_size, "num_classes": num_classes}
+    data = DATA_SHAPES[TASKS[task_name].data_task]
+    model = {**pick(HrrformerConfig, options), "vocab_size": data.vocab_size, "num_classes": data.num_classes}
+    model["attention"] = attention
+    if attention != "hrr":
+        model.update(HRR_ONLY_OPTIONS)
     config = HrrformerConfig(**model)
-    return config, options["batch_size"], config.max_len
+    return BenchModel(config, options["batch_size"], config.max_len, data.pair)
+
+
+def model_config_for(task: str) -> tuple[HrrformerConfig, int, int]:
+    """(model config, batch, sequence length) of :func:`bench_model_for` (HRR attention)."""
+    model = bench_model_for(task)
+    return model.config, model.batch, model.seq_len
+
+
+def _random_tokens(config: HrrformerConfig, batch: int, seq_len: int, g: torch.Generator) -> torch.Tensor:
+    """(B, T) token ids drawn uniformly, none of them padding: every position is real."""
+    low = 1 if config.pad_id == 0 else 0
+    tokens = torch.randint(low, config.vocab_size, (batch, seq_len), generator=g)
+    return tokens.masked_fill(tokens == config.pad_id, low) if config.pad_id else tokens
 
 
 class _ModelWorkload(_Workload):
-    """One training step of a whole Hrrformer: forward, cross-entropy, backward, Adam."""
+    """One training step of a whole model: forward, cross-entropy, backward, Adam.
+
+    Two-document tasks run :class:`~hrrformer.model.HrrformerDualEncoder` on two (B, T) token
+    tensors. bfloat16 / float16: the forward under ``torch.autocast``, the loss in float32.
+    """
 
     def __init__(self, spec: dict[str, Any], device: torch.device, dtype: torch.dtype) -> None:
-        config, batch, seq_len = model_config_for(spec["task"])
-        batch = spec.get("batch") or batch
-        seq_len = spec.get("seq_len") or seq_len
-        config.attention = spec["method"]
+        bench = bench_model_for(spec["task"], spec["method"])
+        config = bench.config
+        batch = spec.get("batch") or bench.batch
+        seq_len = spec.get("seq_len") or bench.seq_len
         config.chunk_size = spec.get("chunk_size")
         config.max_len = max(config.max_len, seq_len)
         config.__post_init__()  # re-validate after the overrides
         g = torch.Generator(device="cpu").manual_seed(spec.get("seed", 0))
         torch.manual_seed(spec.get("seed", 0))
-        self.model = Hrrformer(config).to(device)
+        model_cls = HrrformerDualEncoder if bench.pair else Hrrformer
+        self.model = model_cls(config).to(device)
         self.model.train()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
-        low = 1 if config.pad_id == 0 else 0  # no padding: every position is real
-        tokens = torch.randint(low, config.vocab_size, (batch, seq_len), generator=g)
-        tokens = tokens.masked_fill(tokens == config.pad_id, low) if config.pad_id else tokens
-        self.tokens = tokens.to(device)  # (B, T)
+        documents = 2 if bench.pair else 1
+        # tokens, or tokens_a and tokens_b: (B, T) each
+        self.tokens = tuple(_random_tokens(config, batch, seq_len, g).to(device) for _ in range(documents))
         self.labels = torch.randint(0, config.num_classes, (batch,), generator=g).to(device)
         self.forward = torch.compile(self.model) if spec.get("compile") else self.model
         self.autocast = dtype in (torch.bfloat16, torch.float16)
         self.dtype, self.device_type = dtype, device.type
-        self.batch, self.seq_len = batch, seq_len
-        self.extra = {"dim": config.dim, "heads": config.heads, "batch": batch, "seq_len": seq_len}
+        self.extra = {
+            "dim": config.dim,
+            "heads": config.heads,
+            "batch": batch,
+            "seq_len": seq_len,
+            "tokens": batch * seq_len * documents,  # per step
+        }
 
     def reset(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
 
     def step(self) -> None:
-        with torch.autocast(self.device_type, dtype=self.dtype, enabled=self.autocast):
-            logits = self.forward(self.tokens)  # (B, C)
-        loss = F.cross_entropy(logits.float(), self.labels)
-        loss.backward()
+        self._loss(self.forward).backward()
         self.optimizer.step()
+
+    def flop_step(self) -> None:
+        """Forward and backward of the eager model; Adam's update has no matrix product to count."""
+        self._loss(self.model).backward()
+
+    def _loss(self, forward: Callable[..., torch.Tensor]) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=self.dtype, enabled=self.autocast):
+            logits = forward(*self.tokens)  # (B, C)
+        return F.cross_entropy(logits.float(), self.labels)
 
 
 # ----------------------------------------------------------------------------- measurement
@@ -323,24 +428,86 @@ def _resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _limit_memory(limit_mb: int) -> None:
+    """RLIMIT_DATA (heap and private mappings): an allocation past it raises, no OOM killer."""
+    limit = int(limit_mb) * 2**20
+    hard = resource.getrlimit(resource.RLIMIT_DATA)[1]
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+
+
+def _time_steps(workload: _Workload, runs: int, sync: Callable[[], None]) -> list[float]:
+    """Seconds of ``runs`` steps, each after an untimed ``reset()``."""
+    times = []
+    for _ in range(runs):
+        workload.reset()
+        sync()
+        start = time.perf_counter()
+        workload.step()
+        sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _fits(deadline: float | None, seconds: float) -> bool:
+    """Whether ``seconds`` more of work ends well before the parent's ``deadline``."""
+    return deadline is None or seconds < 0.9 * (deadline - time.time())
+
+
+def _repeats(spec: dict[str, Any], per_run: float, notes: list[str]) -> int:
+    """Timed runs: ``repeats``, fewer when they would pass ``time_budget_s``, none when even one
+    would pass the deadline (then the warm-up run is the timing)."""
+    repeats = max(int(spec.get("repeats", 5)), 1)
+    budget = float(spec.get("time_budget_s", 10.0))
+    if per_run > 0:
+        repeats = min(repeats, max(1, int(budget / per_run)))
+        if not _fits(spec.get("deadline"), per_run):
+            notes.append("timed from the warm-up run: no repeat fits before the timeout")
+            return 0
+    return repeats
+
+
+def _analyses(spec: dict[str, Any], workload: _Workload, per_run: float, notes: list[str]) -> dict[str, Any]:
+    """The untimed extras: ``flops`` of one step (``count_flops``) and a ``profile`` of a few
+    (``profile``), each skipped with a note when it would not end before the deadline."""
+    out: dict[str, Any] = {}
+    deadline = spec.get("deadline")
+    if spec.get("count_flops"):
+        if _fits(deadline, 2 * per_run):
+            workload.reset()
+            out["flops"] = count_flops(workload.flop_step)
+        else:
+            notes.append("FLOPs not counted: no time left before the timeout")
+    if spec.get("profile"):
+        steps = int(spec.get("profile_steps", PROFILE_STEPS))
+        if _fits(deadline, 1.5 * steps * per_run):
+            out["profile"] = profile_steps(workload.reset, workload.step, steps)
+        else:
+            notes.append("not profiled: no time left before the timeout")
+    return out
+
+
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Measure one configuration in this process and return the result (see the module doc).
 
     spec keys: kind ("kernel" | "model"), method, seq_len, dim, heads, batch, mode, dtype,
     device, compile, warmup, repeats, time_budget_s (stop repeating once a run's time × repeats
     passes it), deadline (``time.time()`` by which the parent kills us), seed, threads, task,
-    memory_limit_mb (RLIMIT_DATA: an allocation past it fails and is reported as ``oom``).
+    chunk_size, memory_limit_mb (RLIMIT_DATA: an allocation past it fails and is reported as
+    ``oom``), out_dim (method ``linear``: its output width, default dim), count_flops and profile
+    (the untimed extras, :func:`_analyses`; profile_steps, default :data:`PROFILE_STEPS`).
+
+    The result holds the times (``times_ms``, ``median_ms`` …), ``peak_mb``, ``threads`` (this
+    worker's ``torch.get_num_threads()``), what the workload reports (a model: its sizes and
+    ``tokens`` per step), and ``flops`` and ``profile`` when asked for.
     """
     device = _resolve_device(spec.get("device", "cpu"))
     dtype = _DTYPES[spec.get("dtype", "float32")]
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
-    if spec.get("memory_limit_mb"):  # heap and private mappings: allocations past it raise, no OOM killer
-        limit = int(spec["memory_limit_mb"]) * 2**20
-        hard = resource.getrlimit(resource.RLIMIT_DATA)[1]
-        if hard != resource.RLIM_INFINITY:
-            limit = min(limit, hard)
-        resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    if spec.get("memory_limit_mb"):
+        _limit_memory(spec["memory_limit_mb"])
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     result: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads()}
     try:
@@ -356,39 +523,20 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         memory = _CudaMemory(device) if device.type == "cuda" else _CpuMemory()
         sync()
         memory.start()
-        warm_times = []
         # With torch.compile the first call compiles: one more warm-up, so that the last one
         # (which sizes the repeats) is a compiled run.
         n_warmup = max(int(spec.get("warmup", 1)), 0) + bool(spec.get("compile"))
-        for _ in range(n_warmup):
-            workload.reset()
-            sync()
-            start = time.perf_counter()
-            workload.step()
-            sync()
-            warm_times.append(time.perf_counter() - start)
+        warm_times = _time_steps(workload, n_warmup, sync)
         per_run = warm_times[-1] if warm_times else 0.0
-        repeats = max(int(spec.get("repeats", 5)), 1)
-        budget = float(spec.get("time_budget_s", 10.0))
-        if per_run > 0:
-            repeats = min(repeats, max(1, int(budget / per_run)))
-        deadline = spec.get("deadline")
         notes = ["peak includes torch.compile's own memory"] if spec.get("compile") and device.type == "cpu" else []
-        if deadline is not None and warm_times and per_run > 0.9 * (deadline - time.time()):
-            repeats = 0
-            notes.append("timed from the warm-up run: no repeat fits before the timeout")
-        times = []
-        for _ in range(repeats):
-            workload.reset()
-            sync()
-            start = time.perf_counter()
-            workload.step()
-            sync()
-            times.append(time.perf_counter() - start)
+        repeats = _repeats(spec, per_run, notes)
+        times = _time_steps(workload, repeats, sync)
         if not times:
             if not warm_times:
                 raise RuntimeError("nothing was timed: warmup=0 and repeats=0")
             times = warm_times[-1:]
+        peak_mb = memory.peak_mb()  # before the extras, which allocate on their own
+        extras = _analyses(spec, workload, statistics.median(times), notes)
         ms = [1000.0 * s for s in times]
         result.update(
             status="ok",
@@ -398,10 +546,11 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             min_ms=min(ms),
             max_ms=max(ms),
             repeats=repeats,
-            peak_mb=memory.peak_mb(),
+            peak_mb=peak_mb,
             baseline_mb=memory.baseline_mb(),
             note="; ".join(notes),
             **workload.extra,
+            **extras,
         )
     except Exception as exc:
         result.update(status="oom" if _is_oom(exc) else "error", error=f"{type(exc).__name__}: {exc}"[:500])
