@@ -14,7 +14,7 @@ train_in_background() {  # group, name, then hrrformer train arguments → runs/
   OMP_NUM_THREADS=1 PYTHONPATH="$snapshot/src" /usr/bin/time -v .venv/bin/python -m hrrformer train \
     --out "runs/$group/$name" --overwrite --no-progress "$@" > "logs/$group-$name.log" 2>&1 &
 }
-variant_args() {  # variant name → its hrrformer train flags (hrr: the paper's formula, as paper; NAME-m4: 4 memories; NAME-post, -nofn, -cls: post-norm, no final norm, CLS pooling; NAME-pi: π on q and k)
+variant_args() {  # variant name → its hrrformer train flags (preset: the preset as it is; NAME-bf16, NAME-fp32: --amp bf16 or none; hrr: the paper's formula, as paper; NAME-m4: 4 memories; NAME-post, -nofn, -cls: post-norm, no final norm, CLS pooling; NAME-pi: π on q and k)
   case "$1" in
     paper|hrr) echo --attention hrr --hrr-output value --no-length-scale --score-scale none --no-learn-score-scale ;;
     softmax) echo --attention softmax ;;
@@ -24,6 +24,10 @@ variant_args() {  # variant name → its hrrformer train flags (hrr: the paper's
     retrieved-tau) echo --hrr-output retrieved --score-scale 16 --learn-score-scale ;;
     retrieved-ls) echo --hrr-output retrieved --length-scale ;;
     retrieved-h1) echo "$(variant_args retrieved)" --heads 1 ;;
+    preset) echo ;;  # the preset as it is
+    *-bf16|*-fp32)  # NAME-bf16, NAME-fp32: NAME with bf16 autocast (--amp bf16) or without (--amp none)
+      local base; base="$(variant_args "${1%-*}")" || exit 2
+      case "${1##*-}" in bf16) echo "$base" --amp bf16 ;; fp32) echo "$base" --amp none ;; esac ;;
     *-m[1-9]|*-m[1-9][0-9])  # NAME-mM: NAME with M memories (several β per head)
       local base; base="$(variant_args "${1%-m*}")" || exit 2
       echo "$base" --memories "${1##*-m}" ;;
