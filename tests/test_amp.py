@@ -187,3 +187,15 @@ def test_amp_bf16_under_ddp_matches_one_process(marked_bytes, tmp_path):
     assert losses("two") == pytest.approx(losses("one"), rel=2e-2)
     assert len(losses("one")) >= 1
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["world_size"] == 2
+
+
+def test_the_compiled_model_gives_the_eager_outputs_and_gradients():
+    """``--compile`` (inductor on the CPU) computes what the eager model does, to float32 rounding
+    (one compilation: the bf16 path differs from eager only in how inductor fuses the casts)."""
+    model = _model("retrieved_scaled")
+    compiled = torch.compile(model)
+    eager, fused = _gradient(model, amp=False), _gradient(compiled, amp=False)
+    assert ((fused - eager).norm() / eager.norm()).item() < 1e-5
+    tokens, _ = _batch()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(tokens), model(tokens), rtol=1e-5, atol=1e-6)
