@@ -6,6 +6,8 @@ import gzip
 import io
 import os
 import pickle
+import subprocess
+import sys
 import tarfile
 import time
 import tracemalloc
@@ -16,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from hrrformer.cli import main
 from hrrformer.data import (
     TASKS,
     DataError,
@@ -31,8 +34,9 @@ from hrrformer.data import (
     text,
 )
 from hrrformer.data.common import Packed, split_indices
-from hrrformer.data.files import iter_tree, read_prefix
+from hrrformer.data.files import decode_image, iter_tree, read_prefix
 from hrrformer.data.inspect import format_report, inspect_task
+from hrrformer.data.optional import MissingExtra, pyplot
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -754,6 +758,54 @@ def test_inspect_flags_out_of_vocabulary_tokens(tmp_path):
     data.vocab_size = 12
     assert any("outside the vocabulary" in p for p in inspect_task(data)["problems"])
     assert "[MAX 2 9 X" in format_report(inspect_task(data))
+
+
+# --- optional dependencies: pillow and matplotlib -------------------------------------------
+
+
+def test_the_layer_and_text_data_need_neither_pillow_nor_matplotlib(tmp_path):
+    (tmp_path / "d.csv").write_text("text,label\nhello,a\nworld,b\n")
+    code = f"""
+import sys
+import torch
+import hrrformer
+layer = hrrformer.HrrAttention(16, 2)
+out = layer(torch.randn(2, 8, 16), torch.zeros(2, 8, dtype=torch.bool))
+out.sum().backward()
+from hrrformer.data import load_task
+assert len(load_task("text", {str(tmp_path / "d.csv")!r}, val_fraction=0.0).train) == 2
+loaded = sorted(m for m in sys.modules if m.partition(".")[0] in ("PIL", "matplotlib"))
+assert not loaded, loaded
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_missing_extra_names_what_to_install(monkeypatch, tmp_path, capsys):
+    image_bytes = io.BytesIO()
+    Image.new("L", (2, 2)).save(image_bytes, format="PNG")
+    monkeypatch.setitem(sys.modules, "PIL.Image", None)  # as if pillow were not installed
+    with pytest.raises(
+        MissingExtra, match=r"reading and writing images needs pillow.*pip install 'hrrformer\[image\]'"
+    ):
+        decode_image(image_bytes.getvalue(), "x.png", mode="L")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(MissingExtra, match=r"drawing plots needs matplotlib.*pip install 'hrrformer\[plot\]'"):
+        pyplot()
+    assert main(["plot", str(tmp_path), "--out", str(tmp_path / "curves.png")]) == 1
+    assert "pip install 'hrrformer[plot]'" in capsys.readouterr().out
+
+
+def test_pillow_and_matplotlib_are_extras_and_in_dev():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    names = {req.split(">")[0].split("=")[0].strip().lower() for req in project["dependencies"]}
+    assert not names & {"pillow", "matplotlib"}
+    extras = project["optional-dependencies"]
+    assert extras["image"] == ["pillow>=10"] and extras["plot"] == ["matplotlib>=3.7"]
+    assert {"pillow>=10", "matplotlib>=3.7"} <= set(extras["dev"])
 
 
 # --- the real data in ../shared/data ----------------------------------------------------------

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .data.optional import MissingExtra, pyplot
+
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The records of RUN_DIR/metrics.jsonl (ValueError naming the file and line when malformed)."""
@@ -33,11 +35,7 @@ def run_label(run_dir: str | Path) -> str:
 
 def plot_runs(run_dirs: list[str], out: str | Path) -> Path:
     """Four panels against epochs: train loss, train accuracy, validation loss, validation accuracy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     panels = [
         (axes[0, 0], "train", "loss", "train loss"),
@@ -75,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         print(plot_runs(args.run_dirs, args.out))
-    except ValueError as e:
+    except (ValueError, MissingExtra) as e:
         print(f"hrrformer plot: {e}")
         return 1
     return 0

@@ -23,10 +23,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image
 
 from .base import DataError
 from .common import BadInputs
+from .optional import pil_image
 
 __all__ = [
     "GRAY_WEIGHTS",
@@ -71,9 +71,6 @@ def open_regular(path: str | Path):
     except BaseException:
         os.close(fd)
         raise
-
-
-_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 def require_path(path: str | Path, expected: str) -> Path:
@@ -251,8 +248,9 @@ def decode_image(data: bytes | Path, name: str, *, mode: str, size: int | None =
     """Decode an image file (bytes or a path) with Pillow into an array in ``mode`` ("RGB" or "L").
 
     Raises DataError naming the image when it cannot be decoded or is not ``size``×``size``;
-    the size is checked from the header, before any pixel is decoded.
+    the size is checked from the header, before any pixel is decoded. Needs Pillow (``hrrformer[image]``).
     """
+    Image = pil_image()
     try:
         source = io.BytesIO(data) if isinstance(data, bytes) else open_regular(data)  # never a FIFO
         with source, Image.open(source) as image:
@@ -261,7 +259,7 @@ def decode_image(data: bytes | Path, name: str, *, mode: str, size: int | None =
             return np.asarray(image if image.mode == mode else image.convert(mode))
     except DataError:
         raise
-    except _IMAGE_ERRORS as e:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"{name}: cannot decode image ({type(e).__name__}: {e})") from e
 
 

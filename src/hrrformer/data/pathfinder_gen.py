@@ -71,6 +71,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .optional import pil_image, require
+
 __all__ = [
     "PathfinderParams",
     "generate_pathfinder",
@@ -481,7 +483,7 @@ def _metadata_line(b: int, i: int, label: int, p: PathfinderParams, margin: int)
 
 
 def _save_preview(out: Path, samples: list[tuple[np.ndarray, int]]) -> None:
-    from PIL import Image, ImageDraw
+    Image, ImageDraw = pil_image(), require("PIL.ImageDraw")
 
     size = samples[0][0].shape[0]
     scale = max(1, 128 // size)
@@ -518,7 +520,7 @@ def _balanced_labels(seed: int, n: int) -> np.ndarray:
 def _make_chunk(task: tuple) -> tuple[list[str], list[tuple[np.ndarray, int]]]:
     """Render and write images ``i0 … i0 + len(labels) - 1`` of folder ``b``; returns their
     metadata lines and the first ``keep`` (image, label) pairs for the preview."""
-    from PIL import Image
+    Image = pil_image()
 
     root, p, seed, b, i0, per_folder, labels, keep = task
     folder = Path(root) / "imgs" / str(b)
