@@ -47,6 +47,10 @@ FORMS: dict[str, dict] = {
     "authors_padding": {"authors_padding": True},
     "softmax": {"attention": "softmax"},
     "softmax_causal": {"attention": "softmax", "causal": True},
+    "short_conv_gate": {"short_conv": 4, "output_gate": True},
+    "causal_chunked_short_conv_gate": {"causal": True, "chunk_size": 16, "short_conv": 4, "output_gate": True},
+    "softmax_short_conv_gate": {"attention": "softmax", "short_conv": 4, "output_gate": True},
+    "none_short_conv_gate": {"attention": "none", "short_conv": 4, "output_gate": True},
 }
 
 

@@ -220,7 +220,7 @@ def test_bench_model_is_the_cpu_preset(task):
     assert bench_model_for(task, "softmax").config.hrr_output == "value"
 
 
-@pytest.mark.parametrize("method", ["hrr", "softmax"])
+@pytest.mark.parametrize("method", ["hrr", "softmax", "none"])
 @pytest.mark.parametrize("task", MODEL_TASKS)
 def test_every_task_model_runs_a_step(task, method):
     """The worker builds each task's model (the dual encoder for pairs) and times one tiny step."""

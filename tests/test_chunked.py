@@ -62,10 +62,37 @@ CASES = {
     "authors_binaries": dict(pooling="cls", cls_position=False, attention_bias=True, authors_padding=True),
     "authors_padding_causal": dict(authors_padding=True, causal=True),
     "authors_retrieved_causal": dict(authors_padding=True, causal=True, hrr_output="retrieved"),
+    # the layer parts: each chunk's short convolution gets the K − 1 positions before it (a halo that
+    # spans several chunks where they are shorter); the gate is per position
+    "short_conv": dict(short_conv=4),
+    "output_gate": dict(output_gate=True),
+    "parts_causal_cls": dict(pooling="cls", causal=True, short_conv=3, output_gate=True),
+    "parts_wide_kernel_bias": dict(short_conv=7, output_gate=True, attention_bias=True),
+    "parts_variants": dict(
+        short_conv=4,
+        output_gate=True,
+        projection=True,
+        length_scale=True,
+        score_scale=3.0,
+        learn_score_scale=True,
+        hrr_output="retrieved",
+        memories=2,
+    ),
+    "parts_causal_retrieved_cls": dict(
+        pooling="cls", causal=True, short_conv=4, output_gate=True, hrr_output="retrieved"
+    ),
+    "parts_authors_listops": dict(
+        short_conv=4, output_gate=True, authors_padding=True, norm="pre_mlp", embedding_norm=True, final_norm=False
+    ),
+    "parts_post_norm": dict(norm="post", short_conv=2, output_gate=True),
+    # the no-attention ablation: one pass per chunk
+    "none": dict(attention="none"),
+    "none_parts_cls": dict(attention="none", pooling="cls", short_conv=4, output_gate=True),
+    "none_causal_parts": dict(attention="none", causal=True, short_conv=3, output_gate=True, attention_bias=True),
 }
 
 
-@pytest.mark.parametrize("chunk_size", [1, 4, 10])
+@pytest.mark.parametrize("chunk_size", [1, 2, 4, 10])
 @pytest.mark.parametrize("case", list(CASES))
 def test_chunked_model_equals_whole_in_value_and_gradient(case: str, chunk_size: int) -> None:
     whole, chunked = _pair(chunk_size, **CASES[case])
@@ -133,5 +160,5 @@ def test_float32_chunked_matches_whole() -> None:
 def test_chunk_size_is_validated() -> None:
     with pytest.raises(ValueError, match="chunk_size must be"):
         _config(chunk_size=0)
-    with pytest.raises(ValueError, match="needs attention='hrr'"):
+    with pytest.raises(ValueError, match=r"chunk_size needs attention in \('hrr', 'none'\): softmax .* T × T"):
         _config(chunk_size=8, attention="softmax")

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from hrrformer import Hrrformer, HrrformerConfig, hrr_attention
+from hrrformer.ops.hrr_attention import SequenceReduction
 from hrrformer.parallel import (
     communicated_bytes,
     enable_sequence_parallel,
@@ -198,6 +199,29 @@ def _mean_pool(rank: int, world_size: int) -> None:
     torch.testing.assert_close(local.grad / world_size, x.grad[:, sl], **TOL)
 
 
+def _halo(rank: int, world_size: int, width: int = 3) -> None:
+    """SequenceReduction.halo over ranks whose parts are shorter than the width (one is empty),
+    each part split into pieces of one position: the W positions before each piece of the whole
+    sequence, zeros before its start, and their gradients back to the pieces they came from."""
+    group = dist.group.WORLD
+    lengths = [1, 0, 2, 3][:world_size]
+    start, total = sum(lengths[:rank]), sum(lengths)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, total, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(total, 2, width, 5, generator=g, dtype=torch.float64)  # one per piece (position)
+    before = torch.cat([x.new_zeros(2, width, 5), x], dim=1)  # the plain halo: slices of it
+    reference = sum((before[:, s : s + width] * upstream[s]).sum() for s in range(total))
+    reference.backward()
+    local = x.detach()[:, start : start + lengths[rank]].clone().requires_grad_()
+    pieces = list(local.split(1, dim=1)) or [local]
+    got = SequenceReduction(group).halo(pieces, width)
+    for i, h in enumerate(got[: lengths[rank]]):
+        torch.testing.assert_close(h, before.detach()[:, start + i : start + i + width], rtol=0, atol=0)
+    loss = sum((h * upstream[start + i]).sum() for i, h in enumerate(got[: lengths[rank]]))
+    (loss + sum(h.sum() * 0 for h in got)).backward()  # an empty part's rank joins the backward's collective too
+    torch.testing.assert_close(local.grad, x.grad[:, start : start + lengths[rank]], **TOL)
+
+
 def _model_under_autocast(rank: int, world_size: int, **overrides) -> None:
     """bf16 autocast: the split model gives the one-process model's logits and gradients, each
     computed under autocast, within bf16 rounding (tests/test_amp.py's tolerance)."""
@@ -220,6 +244,18 @@ def _model_under_autocast(rank: int, world_size: int, **overrides) -> None:
     relative = ((grad_sp - grad_ref).norm() / grad_ref.norm()).item()
     assert relative < BF16_STEP_TOLERANCE, relative
 
+
+#: Both layer parts with every HRR variant at once.
+PARTS_VARIANTS = dict(
+    pooling="cls",
+    short_conv=4,
+    output_gate=True,
+    hrr_output="retrieved",
+    memories=2,
+    score_scale=3.0,
+    length_scale=True,
+    projection=True,
+)
 
 SCENARIOS = {
     "attention_circulant": lambda r, w: _check_attention(r, w, causal=False, method="circulant"),
@@ -258,6 +294,24 @@ SCENARIOS = {
     "model_causal_retrieved_chunked_bf16": lambda r, w: _model_under_autocast(
         r, w, pooling="mean", causal=True, hrr_output="retrieved", score_scale=4.0, chunk_size=2
     ),
+    "model_short_conv": lambda r, w: _check_model(r, w, pooling="mean", short_conv=4),
+    "model_parts_cls_bias": lambda r, w: _check_model(
+        r, w, pooling="cls", short_conv=3, output_gate=True, attention_bias=True
+    ),
+    "model_parts_wide_halo": lambda r, w: _check_model(r, w, pooling="cls", short_conv=6, output_gate=True),
+    "model_causal_parts_chunked": lambda r, w: _check_model(
+        r, w, pooling="mean", causal=True, short_conv=4, output_gate=True, chunk_size=2
+    ),
+    "model_parts_variants_chunked": lambda r, w: _check_model(r, w, chunk_size=1, **PARTS_VARIANTS),
+    "model_none": lambda r, w: _check_model(r, w, pooling="mean", attention="none"),
+    "model_none_parts_chunked": lambda r, w: _check_model(
+        r, w, pooling="cls", attention="none", short_conv=4, output_gate=True, chunk_size=2
+    ),
+    "model_parts_checkpointed": lambda r, w: _check_model(
+        r, w, pooling="mean", causal=True, short_conv=4, output_gate=True, activation_checkpointing=True
+    ),
+    "model_parts_bf16": lambda r, w: _model_under_autocast(r, w, pooling="cls", short_conv=4, output_gate=True),
+    "halo": _halo,
     "mean_pool": _mean_pool,
     "group_of_one": _group_of_one,
     "bad_input": _bad_input,
@@ -270,6 +324,9 @@ RUN_ON_FOUR = (
     "model_causal_mean",
     "model_causal_mean_chunked",
     "model_bf16",
+    "model_parts_wide_halo",
+    "model_causal_parts_chunked",
+    "halo",
 )
 
 

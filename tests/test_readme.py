@@ -71,3 +71,16 @@ def test_authors_example_gives_log_probabilities_from_their_parameters() -> None
     assert log_probs.shape == (tokens.shape[0], meta["classes"])
     torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(tokens.shape[0]))
     assert not ns["model"].training
+
+
+def test_the_readme_is_a_short_guide() -> None:
+    """At most 250 lines, the two set-up commands first; details live in docs/GUIDE.md."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 250, len(lines)
+    commands = [line for line in lines if line.startswith("bash scripts/setup.sh")]
+    assert commands[:2] == [
+        "bash scripts/setup.sh && .venv/bin/hrrformer train",
+        "bash scripts/setup.sh && .venv/bin/python -m pytest -q",
+    ]
+    for link in re.findall(r"\]\(([^)#]+)", README.read_text(encoding="utf-8")):
+        assert (README.parent / link).exists(), link

@@ -1,6 +1,7 @@
-"""Attention layers: HRR self-attention (Hrrformer, Alam et al. 2023) and a softmax baseline
-behind one interface, like ``torch.nn.MultiheadAttention`` (batch-first, ``key_padding_mask``
-with True = padding).
+"""Attention layers: HRR self-attention (Hrrformer, Alam et al. 2023), a softmax baseline and the
+no-attention ablation behind one interface, like ``torch.nn.MultiheadAttention`` (batch-first,
+``key_padding_mask`` with True = padding), each with the optional layer parts of
+:mod:`hrrformer.parts` (short convolution, output gate). :mod:`hrrformer.kinds` lists them.
 
 The HRR kernel itself is written once in :mod:`hrrformer.ops.hrr_attention` (its reference, the
 circulant and Fourier forms, range control and the reduction over the sequence); its functions
@@ -13,6 +14,7 @@ parallelism. Softmax attention has no such form (it would need ring attention) a
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -28,10 +30,12 @@ from .ops.hrr_attention import (
     hrr_attention_weights,
 )
 from .ops.hrr_attention.validation import Output, check_attention_inputs, check_method
+from .parts import Halo, OutputGate, ShortConvolution, halos
 
 __all__ = [
     "COSINE_EPS",
     "HrrAttention",
+    "NoAttention",
     "SoftmaxAttention",
     "hrr_attention",
     "hrr_attention_reference",
@@ -74,10 +78,33 @@ def _matmul_dtype(x: torch.Tensor) -> torch.dtype:
 
 # ----------------------------------------------------------------------------- modules
 class _MultiHeadAttention(nn.Module):
-    """Projections, head split and merge around an attention kernel (the one seam to swap)."""
+    """Projections, the optional parts, head split and merge around an attention kernel (the one
+    seam to swap)::
+
+        x (B, T, E) ─x W (the ``projected`` parts)─► [short conv + SiLU] ─► heads (B, h, T, d) each
+                    ─attend─► o (B, h, T, d) ─merge─► [gate] ─► dropout ─► out_proj ─► (B, T, E)
+
+    ``short_conv=K``: a depthwise causal convolution of kernel K on the projections, then SiLU;
+    ``output_gate=True``: o ← RMSNorm_d(o) ⊙ SiLU(x W_g) before the output projection
+    (:mod:`hrrformer.parts`). None and False (defaults): neither, the paper's layer.
+    """
+
+    #: The projections a position makes, in the order of ``qkv_proj``'s rows (E each).
+    projected: ClassVar[str] = "qkv"
+    #: The heads are upcast to the kernel's compute dtype (float32 for half precision) in their copy.
+    upcast: ClassVar[bool] = False
+    #: Whether an output depends on other positions than its own (beyond the short convolution's).
+    mixes_positions: ClassVar[bool] = True
 
     def __init__(
-        self, embed_dim: int, num_heads: int, bias: bool = False, dropout: float = 0.0, causal: bool = False
+        self,
+        embed_dim: int,
+        num_heads: int,
+        bias: bool = False,
+        dropout: float = 0.0,
+        causal: bool = False,
+        short_conv: int | None = None,
+        output_gate: bool = False,
     ) -> None:
         super().__init__()
         if embed_dim <= 0 or num_heads <= 0:
@@ -86,18 +113,90 @@ class _MultiHeadAttention(nn.Module):
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
         self.embed_dim, self.num_heads, self.causal = embed_dim, num_heads, causal
         self.head_dim = embed_dim // num_heads
-        self.qkv_proj = nn.Linear(embed_dim, 3 * embed_dim, bias=bias)
+        width = len(self.projected) * embed_dim
+        self.qkv_proj = nn.Linear(embed_dim, width, bias=bias)
+        self.short_conv = None if short_conv is None else ShortConvolution(width, short_conv)
+        self.gate = OutputGate(embed_dim, num_heads) if output_gate else None
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
-    def split_heads(self, x: torch.Tensor, upcast: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, T, E) → q, k, v, each (B, h, T, d) and contiguous (one copy here saves several
-        inside the batched matrix multiplies of the attention). ``upcast``: in the HRR kernel's
-        dtype (float32 for a half-precision projection under autocast), cast in the same copy."""
+    @property
+    def halo_size(self) -> int:
+        """How many positions before a piece of the sequence the layer reads (K − 1; 0 without a short convolution)."""
+        return 0 if self.short_conv is None else self.short_conv.context
+
+    def _rows(self, parts: str) -> slice | torch.Tensor | None:
+        """The rows of ``qkv_proj`` (and channels of the convolution) of ``parts``, in their order
+        (None: all of them)."""
+        if parts == self.projected:
+            return None
+        e, first = self.embed_dim, self.projected.index(parts[0])
+        if self.projected[first : first + len(parts)] == parts:
+            return slice(first * e, (first + len(parts)) * e)  # a view
+        device = self.qkv_proj.weight.device
+        return torch.cat([torch.arange(i * e, (i + 1) * e, device=device) for i in map(self.projected.index, parts)])
+
+    def project(
+        self,
+        x: torch.Tensor,
+        parts: str | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        halo: Halo | None = None,
+    ) -> torch.Tensor:
+        """x (B, T, E) → the projections x W_p of ``parts`` ⊆ ``projected`` side by side, (B, T, n·E),
+        through the short convolution and SiLU where there is one; padding is zeroed before it and
+        ``halo`` holds the K − 1 positions before x (None: x starts the sequence)."""
+        parts = parts or self.projected
+        rows = self._rows(parts)
+        weight, bias = self.qkv_proj.weight, self.qkv_proj.bias
+        if rows is not None:
+            weight, bias = weight[rows], None if bias is None else bias[rows]
+        conv = self.short_conv
+        if conv is None:
+            return F.linear(x, weight, bias)  # (B, T, n·E)
+        padded = conv.pad(x, key_padding_mask, halo)  # (B, K−1 + T, E), zero where the input must be
+        u = F.linear(padded, weight, bias)  # (B, K−1 + T, n·E)
+        if bias is not None:  # x W + b is b, not 0, where x was zeroed
+            u = u * conv.keep(key_padding_mask, halo, u)
+        return conv(u, rows)  # (B, T, n·E)
+
+    def heads(
+        self,
+        x: torch.Tensor,
+        parts: str | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        halo: Halo | None = None,
+    ) -> list[torch.Tensor]:
+        """The heads of ``parts`` ⊆ ``projected`` (default all) of x (B, T, E) as the kernel takes
+        them, each (B, h, T, d) and contiguous (one copy here saves several inside the batched matrix
+        multiplies), in the kernel's dtype where ``upcast`` (cast in the same copy). See :meth:`project`."""
+        parts = parts or self.projected
         b, t, _ = x.shape
-        qkv = self.qkv_proj(x).view(b, t, 3, self.num_heads, self.head_dim)  # (B, T, 3, h, d)
-        dtype = hrr.compute_dtype(qkv.dtype) if upcast else qkv.dtype
-        return _contiguous_as(qkv.permute(2, 0, 3, 1, 4), dtype).unbind(0)  # 3 × (B, h, T, d)
+        y = self.project(x, parts, key_padding_mask, halo).view(b, t, len(parts), self.num_heads, self.head_dim)
+        dtype = hrr.compute_dtype(y.dtype) if self.upcast else y.dtype
+        return list(_contiguous_as(y.permute(2, 0, 3, 1, 4), dtype).unbind(0))  # n × (B, h, T, d)
+
+    def project_out(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The attention's output y (B, h, T, d) → (B, T, E): heads merged, gated by the layer's
+        input x (B, T, E) (``output_gate``), dropout, output projection."""
+        b, _, t, _ = y.shape
+        if self.gate is None:
+            merged = _contiguous_as(y.transpose(1, 2), _matmul_dtype(y)).view(b, t, self.embed_dim)  # (B, T, E)
+        else:  # the norm in float32 at least, on contiguous heads
+            merged = self.gate(_contiguous_as(y.transpose(1, 2), hrr.compute_dtype(y.dtype)), x)  # (B, T, E)
+        return self.out_proj(self.dropout(merged))
+
+    def halo(
+        self, x: torch.Tensor, key_padding_mask: torch.Tensor | None, reduction: SequenceReduction | None
+    ) -> Halo | None:
+        """The K − 1 positions before this rank's part x (from the ranks before it), or None where
+        there are none to fetch (no short convolution; one process: x starts the sequence)."""
+        if not self.halo_size or reduction is None or not reduction.parallel:
+            return None
+        return halos([x], [key_padding_mask], self.halo_size, reduction)[0]
+
+    def check_reduction(self, reduction: SequenceReduction | None) -> None:
+        """ValueError where the layer cannot take its sums through ``reduction`` (before any collective)."""
 
     def forward(
         self,
@@ -118,21 +217,22 @@ class _MultiHeadAttention(nn.Module):
                 f"key_padding_mask must be bool of shape (B, T) = {tuple(x.shape[:2])}, "
                 f"got {key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
             )
-        b, t, e = x.shape
-        q, k, v = self.split_heads(x)
-        y = self.attend(q, k, v, key_padding_mask, reduction)  # (B, h, T, d)
-        y = _contiguous_as(y.transpose(1, 2), _matmul_dtype(y)).view(b, t, e)  # (B, T, E)
-        return self.out_proj(self.dropout(y))
+        self.check_reduction(reduction)
+        return self.piece(x, key_padding_mask, reduction, self.halo(x, key_padding_mask, reduction))
 
-    def attend(
+    def piece(
         self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
+        x: torch.Tensor,
         key_padding_mask: torch.Tensor | None,
-        reduction: SequenceReduction | None = None,
+        reduction: SequenceReduction | None,
+        halo: Halo | None,
     ) -> torch.Tensor:
-        """The kernel: q, k, v (B, h, T, d) → (B, h, T, d)."""
+        """The layer on x (B, T, E), a piece of the sequence whose K − 1 positions before it are ``halo``."""
+        y = self.attend(*self.heads(x, None, key_padding_mask, halo), key_padding_mask, reduction)  # (B, h, T, d)
+        return self.project_out(y, x)
+
+    def attend(self, *heads: torch.Tensor) -> torch.Tensor:
+        """The kernel: the heads of ``projected`` (B, h, T, d) each, key_padding_mask, reduction → (B, h, T, d)."""
         raise NotImplementedError
 
 
@@ -167,8 +267,12 @@ class HrrAttention(_MultiHeadAttention):
 
     so each memory superposes the pairs routed to it (~T/m of them instead of T, whose crosstalk is
     ~1/√T) and each query reads the memories it routes to. m = 1 (default): the paper's one β.
+    ``short_conv=K``, ``output_gate=True``: the layer parts of :mod:`hrrformer.parts` (a causal
+    convolution of q, k and v; a gated RMSNorm of the output); off by default.
     Dropout is applied to the merged heads before the output projection.
     """
+
+    upcast = True
 
     def __init__(
         self,
@@ -185,8 +289,10 @@ class HrrAttention(_MultiHeadAttention):
         output: Output = "value",
         pads_in_beta: bool = False,
         memories: int = 1,
+        short_conv: int | None = None,
+        output_gate: bool = False,
     ) -> None:
-        super().__init__(embed_dim, num_heads, bias=bias, dropout=dropout, causal=causal)
+        super().__init__(embed_dim, num_heads, bias, dropout, causal, short_conv, output_gate)
         if memories < 1:
             raise ValueError(f"memories must be ≥ 1, got {memories}")
         self.memories = memories
@@ -213,14 +319,19 @@ class HrrAttention(_MultiHeadAttention):
     #: When True, each forward stores its attention weights w (B, h, T) in ``last_weights``.
     record_weights: bool = False
 
-    def heads(self, x: torch.Tensor, parts: str = "qkv") -> list[torch.Tensor]:
-        """The heads of ``parts`` ⊆ "qkv" of x (B, T, E), as the kernel takes them: v (B, h, T, d);
-        q, k (B, h, T, m·d), π applied (``projection``) and split into the routed memory blocks
-        (``memories``; m = 1: (B, h, T, d)). Only the named parts are projected."""
-        if parts == "qkv":
-            named = dict(zip("qkv", super().split_heads(x, upcast=True), strict=True))
-        else:
-            named = {part: self._project(x, "qkv".index(part)) for part in parts}
+    def heads(
+        self,
+        x: torch.Tensor,
+        parts: str | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        halo: Halo | None = None,
+    ) -> list[torch.Tensor]:
+        """The heads of ``parts`` ⊆ "qkv" (default all) of x (B, T, E), as the kernel takes them, in
+        its compute dtype: v (B, h, T, d); q, k (B, h, T, m·d), π applied (``projection``) and split
+        into the routed memory blocks (``memories``; m = 1: (B, h, T, d)). Only the named parts are
+        projected; ``key_padding_mask`` and ``halo`` feed the short convolution (:meth:`project`)."""
+        parts = parts or self.projected
+        named = dict(zip(parts, super().heads(x, parts, key_padding_mask, halo), strict=True))
         routes = self.routes(x) if self.router is not None and set(parts) & {"q", "k"} else None
         for part in set(parts) & {"q", "k"}:
             y = hrr.projection(named[part]) if self.projection else named[part]
@@ -230,23 +341,11 @@ class HrrAttention(_MultiHeadAttention):
             named[part] = y
         return [named[part] for part in parts]
 
-    def _project(self, x: torch.Tensor, index: int) -> torch.Tensor:
-        """One of q (0), k (1), v (2): (B, T, E) → (B, h, T, d), from its rows of ``qkv_proj``."""
-        b, t, e = x.shape
-        rows = slice(index * e, (index + 1) * e)  # qkv_proj.weight (3E, E): rows q, then k, then v
-        bias = self.qkv_proj.bias
-        y = F.linear(x, self.qkv_proj.weight[rows], None if bias is None else bias[rows])  # (B, T, E)
-        return y.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, h, T, d)
-
     def routes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The memory routes (r^q, r^k) of x (B, T, E), each (B, h, T, m), softmax over m."""
         b, t, _ = x.shape
         logits = self.router(x).view(b, t, 2, self.num_heads, self.memories)  # (B, T, 2, h, m)
         return logits.softmax(-1).permute(2, 0, 3, 1, 4).unbind(0)  # 2 × (B, h, T, m)
-
-    def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        q, k, v = self.heads(x)
-        return q, k, v
 
     def attend(self, q, k, v, key_padding_mask, reduction=None):
         out, w = hrr_attention(
@@ -260,15 +359,36 @@ class HrrAttention(_MultiHeadAttention):
 
 
 class SoftmaxAttention(_MultiHeadAttention):
-    """Softmax attention (``F.scaled_dot_product_attention``) with HrrAttention's interface.
+    """Softmax attention (``F.scaled_dot_product_attention``) with HrrAttention's interface and parts
+    (``short_conv``, ``output_gate``). It has no sequence-parallel form (it would need ring attention).
 
     Dropout, as in :class:`HrrAttention`, acts on the merged heads before the output projection.
     """
 
-    def attend(self, q, k, v, key_padding_mask, reduction=None):
+    def check_reduction(self, reduction: SequenceReduction | None) -> None:
         if reduction is not None and reduction.parallel:
             raise ValueError(
                 "sequence parallelism supports HRR attention only: softmax attention would need O(T) "
                 "communication per layer (ring attention)"
             )
+
+    def attend(self, q, k, v, key_padding_mask, reduction=None):
+        self.check_reduction(reduction)
         return softmax_attention(q, k, v, key_padding_mask, self.causal)
+
+
+class NoAttention(_MultiHeadAttention):
+    """The no-attention ablation: the attention's output is v_t itself (out_t = v_t, then the merge,
+    the gate and the output projection as in the other kinds).
+
+    The layer keeps the value and output projections (``qkv_proj`` holds v's rows only) and the
+    parts; nothing crosses positions but the short convolution (K − 1 positions back), so it runs
+    chunked and sequence-parallel with no sums at all. What a model learns with it is what the
+    surround learns without attention.
+    """
+
+    projected = "v"
+    mixes_positions = False
+
+    def attend(self, v, key_padding_mask=None, reduction=None):
+        return v

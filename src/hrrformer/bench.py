@@ -47,6 +47,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from . import kinds
 from .bench_methods import METHODS, MODEL_ATTENTIONS, MODEL_TASKS, bench_model_for, model_config_for
 from .bench_profile import top_costs
 from .perf import keep_freed_memory_env
@@ -563,7 +564,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--attention",
         type=_name_list,
         default=None,
-        help=f"comma-separated methods from {','.join(METHODS)} (default: all; with --model: hrr,softmax)",
+        help=(
+            f"comma-separated methods from {','.join(METHODS)} (default: all; with --model: the attention "
+            f"kinds, {','.join(MODEL_ATTENTIONS)})"
+        ),
     )
     parser.add_argument(
         "--seq-lens",
@@ -695,8 +699,11 @@ def _model_specs(args: argparse.Namespace, common: dict[str, Any]) -> list[dict[
     bad = [m for m in methods if m not in MODEL_ATTENTIONS]
     if bad:
         raise ValueError(f"--model takes --attention from {MODEL_ATTENTIONS}, got {bad}")
-    if args.chunk_size is not None and methods != ["hrr"]:
-        raise ValueError("--chunk-size applies to --attention hrr only (softmax cannot be chunked)")
+    unchunkable = [m for m in methods if not kinds.get(m).chunkable]
+    if args.chunk_size is not None and unchunkable:
+        raise ValueError(
+            f"--chunk-size cannot chunk --attention {', '.join(unchunkable)}: {kinds.get(unchunkable[0]).note}"
+        )
     specs = []
     for task in _model_tasks(args.model):
         bench = bench_model_for(task)

@@ -43,9 +43,9 @@ from torch import nn
 
 from .attention import hrr_attention
 from .bench_profile import count_flops, profile_steps
-from .config import HRR_ONLY_OPTIONS
 from .data import listops
 from .data.common import BYTE_VOCAB
+from .kinds import KINDS, untaken_options
 from .model import Hrrformer, HrrformerConfig, HrrformerDualEncoder
 from .options import pick
 from .tasks import TASKS, get_preset
@@ -69,8 +69,8 @@ __all__ = [
 METHODS = ("hrr", "hrr-reference", "softmax", "linear", "elementwise")
 #: methods that are attention (q, k, v → output); the others only set the scale of things.
 ATTENTION_METHODS = ("hrr", "hrr-reference", "softmax")
-#: attention choices of ``--model`` (the model's own attention implementations).
-MODEL_ATTENTIONS = ("hrr", "softmax")
+#: attention choices of ``--model``: the model's attention kinds (:mod:`hrrformer.kinds`).
+MODEL_ATTENTIONS = tuple(KINDS)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 #: steps run under the profiler with ``profile`` (after the timed ones).
@@ -327,8 +327,8 @@ class BenchModel:
 def bench_model_for(task: str, attention: str = "hrr") -> BenchModel:
     """The model of ``task``'s ``cpu`` preset (an alias of :data:`MODEL_ALIASES`: its preset) with
     ``attention``: the preset's model options, layers included, its batch size and ``max_len``, and
-    :data:`DATA_SHAPES`' vocabulary and classes. As ``hrrformer train`` does, a preset's HRR-only
-    options are dropped for softmax attention.
+    :data:`DATA_SHAPES`' vocabulary and classes. As ``hrrformer train`` does, a preset's options
+    that ``attention`` does not take (HRR's, for the other kinds) are dropped.
 
     Raises ValueError for an unknown task.
     """
@@ -339,8 +339,7 @@ def bench_model_for(task: str, attention: str = "hrr") -> BenchModel:
     data = DATA_SHAPES[TASKS[task_name].data_task]
     model = {**pick(HrrformerConfig, options), "vocab_size": data.vocab_size, "num_classes": data.num_classes}
     model["attention"] = attention
-    if attention != "hrr":
-        model.update(HRR_ONLY_OPTIONS)
+    model.update(untaken_options(attention))
     config = HrrformerConfig(**model)
     return BenchModel(config, options["batch_size"], config.max_len, data.pair)
 

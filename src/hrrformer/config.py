@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
+from . import kinds
 from .options import check_choices, option
 
 __all__ = ["HrrformerConfig"]
@@ -18,15 +19,9 @@ __all__ = ["HrrformerConfig"]
 _DATA = {"flag": False}  # set from the data, not by a flag
 
 
-#: The model options that only HRR attention has, with their values that leave the paper's formula
-#: (and that any attention accepts).
-HRR_ONLY_OPTIONS: dict[str, object] = {
-    "length_scale": False,
-    "score_scale": None,
-    "learn_score_scale": False,
-    "hrr_output": "value",
-    "memories": 1,
-}
+#: The model options that only HRR attention takes, with their values that leave the paper's
+#: formula (and that any attention accepts): :mod:`hrrformer.kinds` holds them; kept for scripts.
+HRR_ONLY_OPTIONS: dict[str, object] = kinds.options_of("hrr")
 
 
 @dataclass
@@ -50,7 +45,9 @@ class HrrformerConfig:
     )
     pooling: Literal["mean", "cls"] = option("mean", "classify the mean over real tokens or a CLS token")
     num_classes: int = option(2, "number of classes (set from the data)", **_DATA)
-    attention: Literal["hrr", "softmax"] = option("hrr", "HRR attention (linear in T) or its softmax twin")
+    attention: str = option(
+        "hrr", "the attention: " + "; ".join(f"{k.name}, {k.help}" for k in kinds.KINDS.values()), choices=kinds.KINDS
+    )
     pad_id: int | None = option(
         0, "the padding token id, masked everywhere (the data's; none: no padding, every position is real)", **_DATA
     )
@@ -81,10 +78,19 @@ class HrrformerConfig:
         "learned softmax (β_j = Σ r^k_t(j) k_t⊛v_t, v̂_t = Σ_j r^q_t(j) q_t†⊛β_j); 1: the paper's one β",
         metavar="M",
     )
+    short_conv: int | None = option(
+        None,
+        "a depthwise causal convolution of kernel K over time on q, k and v after their projections, then "
+        "SiLU (fla's ShortConvolution; padding zeroed first); none: the paper (no convolution)",
+        metavar="K",
+    )
+    output_gate: bool = option(
+        False, "gate the attention's output: RMSNorm over each head's channels times SiLU(x W_g), before o_proj"
+    )
     activation_checkpointing: bool = option(False, "recompute activations in backward")
     chunk_size: int | None = option(
         None,
-        "sequence chunking (hrr): run each block over N positions at a time, recomputing in backward; "
+        "sequence chunking (hrr, none): run each block over N positions at a time, recomputing in backward; "
         "for inputs of 10^5-10^6+ tokens (hrrformer.chunked)",
         metavar="N",
     )
@@ -123,9 +129,10 @@ class HrrformerConfig:
         if self.pad_id is not None and not 0 <= self.pad_id < self.vocab_size:
             raise ValueError(f"HrrformerConfig.pad_id ({self.pad_id}) must be in [0, vocab_size={self.vocab_size})")
         check_choices(self)
-        for name in HRR_ONLY_OPTIONS:
-            if getattr(self, name) != HRR_ONLY_OPTIONS[name] and self.attention != "hrr":
-                raise ValueError(f"HrrformerConfig.{name} needs attention='hrr'")
+        for name in ("short_conv", "chunk_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"HrrformerConfig.{name} must be ≥ 1 or None, got {getattr(self, name)}")
+        kinds.check_config(self)  # the options and the chunking that the attention kind takes
         if not self.norm_eps > 0:
             raise ValueError(f"HrrformerConfig.norm_eps must be > 0, got {self.norm_eps}")
         if self.learn_score_scale and self.score_scale is None:
@@ -134,14 +141,6 @@ class HrrformerConfig:
             raise ValueError(
                 f"HrrformerConfig.learn_score_scale learns log τ: score_scale must be > 0, got {self.score_scale}"
             )
-        if self.chunk_size is not None:
-            if self.chunk_size < 1:
-                raise ValueError(f"HrrformerConfig.chunk_size must be ≥ 1 or None, got {self.chunk_size}")
-            if self.attention != "hrr":
-                raise ValueError(
-                    "HrrformerConfig.chunk_size needs attention='hrr': softmax attention couples every pair "
-                    "of positions, so a chunk cannot be computed from a small summary of the others"
-                )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import kinds
 from .attention import HrrAttention
 from .collectives import group_size
 from .data.base import DataError, pad_sequences
@@ -96,17 +97,19 @@ def _encoder_of(model: nn.Module) -> HrrformerEncoder:
     return encoder
 
 
+def _weighted() -> str:
+    """The attention kinds with one weight per position, for messages."""
+    return "attention " + " or ".join(k.name for k in kinds.KINDS.values() if k.position_weights)
+
+
 @contextmanager
 def _recording(model: nn.Module) -> Iterator[tuple[HrrformerEncoder, list[HrrAttention]]]:
     """Eval mode, no gradient, and ``record_weights`` on every attention layer; all restored after."""
     encoder = _encoder_of(model)
     layers = [block.attn for block in encoder.blocks]
-    if not all(isinstance(a, HrrAttention) for a in layers):
-        raise ValueError(
-            "attention maps need HRR attention: this model uses "
-            f"{type(next(a for a in layers if not isinstance(a, HrrAttention))).__name__}, whose weights are a "
-            "T × T matrix per head rather than one weight per position"
-        )
+    for kind in map(kinds.of_layer, layers):
+        if not kind.position_weights:
+            raise ValueError(f"attention maps need one weight per position ({_weighted()}): {kind.note}")
     group = encoder.sequence_parallel_group
     if group is not None and group_size(group) > 1:
         raise ValueError("attention maps are taken from a plain forward: set sequence_parallel_group to None first")
@@ -701,11 +704,9 @@ def run(args: argparse.Namespace) -> int:
         config, model = load_run(args.run_dir, resolve_device(args.device))
     except (ValueError, CheckpointError) as e:
         return _fail(str(e))
-    if config.model.get("attention", "hrr") != "hrr":
-        return _fail(
-            f"{args.run_dir} uses {config.model['attention']} attention, whose weights are a T × T matrix per head; "
-            "attention maps (one weight per position) need an HRR run"
-        )
+    kind = kinds.get(config.attention)
+    if not kind.position_weights:
+        return _fail(f"{args.run_dir}: attention maps need one weight per position ({_weighted()}): {kind.note}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     class_names = config.class_names or [str(i) for i in range(config.model.get("num_classes", 2))]

@@ -19,7 +19,8 @@ Initialisation, on purpose: linear layers use LeCun-normal weights (truncated no
 std 1/sqrt(fan_in), as Flax's default in the authors' code, which keeps activations at unit
 variance) and zero biases; token embeddings N(0, 1), at the scale of sinusoidal positions;
 learned positions and the CLS vector N(0, 0.02²), small next to the tokens at the start;
-LayerNorm (1, 0).
+LayerNorm (1, 0); the layer parts as in :mod:`hrrformer.parts` (the short convolution's taps
+uniform on ±1/√K, ``nn.Conv1d``'s default; the gate's RMSNorm weight 1, its W_g LeCun-normal).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .attention import HrrAttention, SoftmaxAttention
+from . import kinds
 from .chunked import chunked_block_forward
 from .collectives import broadcast, gather_ints
 from .config import HrrformerConfig
@@ -120,27 +121,14 @@ def activation(name: str) -> nn.Module:
 
 class EncoderBlock(nn.Module):
     """Attention and MLP sublayers with residuals; LayerNorm before (pre) or after (post) each, or
-    before the MLP only (pre_mlp)."""
+    before the MLP only (pre_mlp). The attention is the config's kind (:mod:`hrrformer.kinds`) with
+    its options and layer parts (short convolution, output gate)."""
 
     def __init__(self, config: HrrformerConfig) -> None:
         super().__init__()
-        attention_cls = HrrAttention if config.attention == "hrr" else SoftmaxAttention
-        kwargs = (
-            {
-                "projection": config.projection,
-                "length_scale": config.length_scale,
-                "score_scale": config.score_scale,
-                "learn_score_scale": config.learn_score_scale,
-                "output": config.hrr_output,
-                "pads_in_beta": config.authors_padding,
-                "memories": config.memories,
-            }
-            if config.attention == "hrr"
-            else {}
-        )
         # Dropout where the authors put it: on the embeddings and on each sublayer's output (not
         # inside the attention or the MLP); on CPUs each dropout mask costs as much as a matmul.
-        self.attn = attention_cls(config.dim, config.heads, bias=config.attention_bias, causal=config.causal, **kwargs)
+        self.attn = kinds.build_layer(config)  # the config's attention kind, with its options and parts
         # pre_mlp: no norm before the attention (norm1 is the identity), pre-norm before the MLP
         self.norm1 = nn.Identity() if config.norm == "pre_mlp" else layer_norm(config)
         self.norm2 = layer_norm(config)

@@ -60,6 +60,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from . import kinds
 from .collectives import (
     Group,
     all_gather_stack,
@@ -176,17 +177,16 @@ def enable_sequence_parallel(model: nn.Module, group: Group) -> nn.Module:
     Afterwards ``model(tokens)`` takes this rank's chunk of the tokens (from :func:`shard_sequence`,
     which pads with the pad token 0) and returns the whole sequence's result on every rank:
     global positions, HRR attention over the whole sequence, mean pooling over all ranks' real
-    tokens, the CLS token on rank 0 broadcast to all. ``group=None`` switches it off. Softmax
-    attention raises a ValueError. Returns ``model``.
+    tokens, the CLS token on rank 0 broadcast to all. ``group=None`` switches it off. An attention
+    kind without a sequence-parallel form (softmax) raises a ValueError. Returns ``model``.
     """
     encoders = _encoders(model)
     if group is not None:
         for enc in encoders:
-            if enc.config.attention != "hrr":
-                raise ValueError(
-                    "sequence parallelism supports attention='hrr' only: softmax attention would need "
-                    "O(T) communication per layer (ring attention)"
-                )
+            kind = kinds.get(enc.config.attention)
+            if not kind.sequence_parallel:
+                parallel = tuple(k.name for k in kinds.KINDS.values() if k.sequence_parallel)
+                raise ValueError(f"sequence parallelism needs attention in {parallel}, not {kind.name!r}: {kind.note}")
             if enc.config.authors_padding:
                 raise ValueError(
                     "sequence parallelism does not support authors_padding: padding enters β and the mean "

@@ -51,6 +51,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
+from . import kinds
 from .batching import bucketed_batches, evaluation_batches, length_keys, plain_batches
 from .checkpoint import (
     CheckpointError,
@@ -61,7 +62,7 @@ from .checkpoint import (
     save_checkpoint,
     save_weights,
 )
-from .config import HRR_ONLY_OPTIONS, HrrformerConfig
+from .config import HrrformerConfig
 from .data.base import TaskData, collate
 from .distributed import (
     DistInfo,
@@ -801,11 +802,10 @@ def check_sequence_parallel(config: TrainConfig) -> None:
         raise ValueError(f"--sequence-parallel must be ≥ 1, got {n}")
     if n == 1:
         return
-    if config.attention != "hrr":
-        raise ValueError(
-            f"--sequence-parallel {n} needs --attention hrr: softmax attention has no form with O(heads·head_dim) "
-            "communication per layer (it would need ring attention, O(T))"
-        )
+    kind = kinds.get(config.attention)
+    if not kind.sequence_parallel:
+        parallel = ", ".join(k.name for k in kinds.KINDS.values() if k.sequence_parallel)
+        raise ValueError(f"--sequence-parallel {n} needs --attention {parallel}: {kind.note}")
     if config.pair:
         raise ValueError(
             f"--sequence-parallel {n} does not support two-document tasks ({config.task}); "
@@ -879,8 +879,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise ValueError(f"preset {named['preset']!r} of task {named['task']!r} sets unknown options {unknown}")
     model_defaults = {f.name: f.default for f in fields(HrrformerConfig) if f.metadata["flag"]}
     model = {**model_defaults, **pick(HrrformerConfig, preset), **model_flags}
-    if model["attention"] != "hrr":  # a preset's HRR variant is for HRR attention (a flag still must be)
-        model.update({k: v for k, v in HRR_ONLY_OPTIONS.items() if k not in model_flags})
+    # a preset's variant options are for the kinds that take them (an explicit flag still must be taken)
+    model.update({k: v for k, v in kinds.untaken_options(model["attention"]).items() if k not in model_flags})
     HrrformerConfig(**model)  # validate shapes early, before any data is read
     train_options = {**defaults(TrainConfig), **pick(TrainConfig, preset), **train_flags}
     config = TrainConfig(**{**train_options, "attention": model["attention"], "model": model})

@@ -1,0 +1,146 @@
+"""Layer parts around an attention kernel: a short causal convolution of q, k and v, and an output gate.
+
+Both after flash-linear-attention, whose layers run projections → short convolution → SiLU → the
+op → gated RMSNorm → output projection (``fla/modules/conv/short_conv.py``,
+``fla/modules/fused_norm_gate.py``). Any attention kind takes them (:mod:`hrrformer.attention`).
+
+**Short convolution** of kernel K, depthwise (one filter w[c] of K taps per channel c, no bias), on
+the projections u = x W of q, k and v side by side, then SiLU::
+
+    y_t[c] = SiLU( Σ_{j=0}^{K−1} w[c, j] · u_{t−K+1+j}[c] ),   u_s = 0 where s is padding or s < 0
+
+Causal: y_t depends on u_{t−K+1}, …, u_t only, so a causal model stays prefix-exact, and zeroing
+padding first means that left or right padding changes no real output. A piece of the sequence
+(a chunk, a rank's part) needs the K − 1 positions before it, its :class:`Halo`, which
+:func:`halos` takes through :meth:`SequenceReduction.halo`. Cost: one depthwise convolution
+(``F.conv2d`` in channels-last layout, which is the (B, T, C) layout of the projections) and one
+SiLU, O(T·C·K).
+
+**Output gate**, per position t and head, o (d,) the attention's output and x (E,) the layer's input::
+
+    o ← o / sqrt(mean_c o_c² + ε) ⊙ γ ⊙ SiLU(x W_g)[head]       γ (d,) learned (ones at first), W_g: E → E
+
+(RMSNorm over each head's d channels with one weight per channel shared by the heads, as fla's
+``FusedRMSNormGated``.) ε = 1e-10, not fla's 1e-5: the paper's output w_t·v_t is ~v_t/T, whose
+mean square at T = 2,000 is ~1e-7, so ε = 1e-5 would scale it by ~1/√ε instead of normalising it;
+1e-10 normalises outputs down to an RMS of ~1e-5 (T ~ 10⁵ for unit values). It runs on the merged heads, before the output
+projection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import hrr
+from .ops.hrr_attention import SequenceReduction
+
+__all__ = ["GATE_EPS", "Halo", "OutputGate", "ShortConvolution", "halos", "keep_of"]
+
+#: ε of the gate's RMSNorm: far below the paper's output's mean square (~1/T², see the module docstring).
+GATE_EPS = 1e-10
+
+
+class Halo(NamedTuple):
+    """The K − 1 positions right before a piece of the sequence: the layer's input there ``x``
+    (B, K−1, E) and ``keep`` (B, K−1, 1), 1 for real positions, 0 for padding and for positions
+    before the sequence's start (where x is 0)."""
+
+    x: torch.Tensor
+    keep: torch.Tensor
+
+
+def keep_of(key_padding_mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """(B, T) bool, True = padding → (B, T, 1) in ``like``'s dtype, 1 = real; None stays None."""
+    return None if key_padding_mask is None else (~key_padding_mask)[..., None].to(like.dtype)
+
+
+def halos(
+    pieces: Sequence[torch.Tensor],
+    key_padding_masks: Sequence[torch.Tensor | None],
+    width: int,
+    reduction: SequenceReduction,
+) -> list[Halo]:
+    """The :class:`Halo` of ``width`` positions of each piece (B, T_c, E) of a sequence, in order
+    (the chunks of this rank's part; over a group, the ranks' parts come in rank order).
+
+    The input and its keep weights travel together, as E + 1 channels of each piece's last
+    ``width`` positions: one :meth:`SequenceReduction.halo`, autograd-aware."""
+    tails = []
+    for x, mask in zip(pieces, key_padding_masks, strict=True):
+        x = x[:, -width:]  # (B, ≤W, E): all that a halo reads
+        keep = torch.ones_like(x[..., :1]) if mask is None else keep_of(mask[:, -width:], x)
+        tails.append(torch.cat([x, keep], dim=-1))  # (B, ≤W, E + 1)
+    return [Halo(h[..., :-1], h[..., -1:]) for h in reduction.halo(tails, width)]
+
+
+class ShortConvolution(nn.Module):
+    """Depthwise causal convolution over time of ``channels`` channels, kernel ``kernel_size``, no
+    bias, then SiLU (see the module docstring). ``weight`` (C, 1, K) as ``nn.Conv1d``'s, PyTorch's
+    initialisation (uniform ±1/√K)."""
+
+    def __init__(self, channels: int, kernel_size: int) -> None:
+        super().__init__()
+        if kernel_size < 1:
+            raise ValueError(f"short_conv (the kernel size) must be ≥ 1, got {kernel_size}")
+        self.channels, self.kernel_size = channels, kernel_size
+        self.weight = nn.Parameter(torch.empty(channels, 1, kernel_size))
+        bound = kernel_size**-0.5  # nn.Conv1d's default: kaiming_uniform(a=√5) = U(±1/√fan_in)
+        nn.init.uniform_(self.weight, -bound, bound)
+
+    @property
+    def context(self) -> int:
+        """K − 1: how many positions before its own each output reads."""
+        return self.kernel_size - 1
+
+    def pad(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None, halo: Halo | None) -> torch.Tensor:
+        """x (B, T, E) → (B, K−1 + T, E): the halo's positions (zeros without one: the sequence's
+        start) then x's, padding zeroed. Projected without bias, these are the convolution's input."""
+        keep = keep_of(key_padding_mask, x)
+        x = x if keep is None else x * keep
+        if halo is None:
+            return F.pad(x, (0, 0, self.context, 0))
+        return torch.cat([halo.x * halo.keep, x], dim=1)
+
+    def keep(self, key_padding_mask: torch.Tensor | None, halo: Halo | None, like: torch.Tensor) -> torch.Tensor:
+        """(B, K−1 + T, 1): 1 at the real positions of :meth:`pad`'s output (to zero a projection with a bias)."""
+        b, t = like.shape[0], like.shape[1] - self.context
+        before = like.new_zeros(b, self.context, 1) if halo is None else halo.keep.to(like.dtype)
+        keep = like.new_ones(b, t, 1) if key_padding_mask is None else keep_of(key_padding_mask, like)
+        return torch.cat([before, keep], dim=1)
+
+    def forward(self, u: torch.Tensor, channels: slice | torch.Tensor | None = None) -> torch.Tensor:
+        """u (B, K−1 + T, C'): the input of K − 1 positions before the T outputs' and of theirs,
+        zero at padding → SiLU(convolution) (B, T, C'). ``channels``: which of the C channels u
+        holds (their filters; None: all, in order)."""
+        weight = self.weight if channels is None else self.weight[channels]  # (C', 1, K)
+        cl = u[:, None].permute(0, 3, 1, 2)  # (B, C', 1, K−1+T): channels-last strides, no copy
+        y = F.conv2d(cl, weight[:, :, None].to(cl.dtype), groups=weight.shape[0])  # (B, C', 1, T)
+        return F.silu(y.permute(0, 2, 3, 1)[:, 0])  # (B, T, C')
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, kernel_size={self.kernel_size}"
+
+
+class OutputGate(nn.Module):
+    """o ← RMSNorm_d(o) ⊙ SiLU(x W_g) (see the module docstring): ``proj`` W_g (E → E, no bias),
+    ``weight`` γ (d,)."""
+
+    def __init__(self, embed_dim: int, num_heads: int, eps: float = GATE_EPS) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim, self.eps = num_heads, embed_dim // num_heads, eps
+        self.proj = nn.Linear(embed_dim, embed_dim, bias=False)
+        self.weight = nn.Parameter(torch.ones(self.head_dim))
+
+    def forward(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """o (B, T, h, d) the attention's output, x (B, T, E) its input → (B, T, E). The norm runs
+        in float32 at least (half-precision o is upcast)."""
+        b, t, e = x.shape
+        gate = F.silu(self.proj(x)).view(b, t, self.num_heads, self.head_dim)  # (B, T, h, d)
+        o = o.to(hrr.compute_dtype(o.dtype))
+        normed = F.rms_norm(o, (self.head_dim,), self.weight.to(o.dtype), self.eps)  # (B, T, h, d)
+        return (normed * gate).view(b, t, e)
