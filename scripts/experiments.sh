@@ -47,7 +47,7 @@ for task in "${tasks[@]}"; do
       run pathx-hrr --task pathx --preset cpu --attention hrr
       wait ;;
     image) pair image --task image --preset cpu --data "$shared/cifar10_train_images.tar.gz" ;;
-    binaries)  # C vs C++ ELF files (scripts/build_binaries.py, docs/BINARIES.md); T from 2^10 to 2^17
+    binaries)  # C vs C++ ELF files (python -m research.build_binaries, docs/BINARIES.md); T from 2^10 to 2^17
       for t in 1024 4096 16384 131072; do
         pair "binaries-T$t" --task binaries --preset cpu --max-len "$t" --epochs 20 --data "$binaries"
       done ;;

@@ -1,7 +1,7 @@
 """hrrformer.authors.from_flax: our model with the authors' weights reproduces their five networks.
 
 The fixtures (tests/fixtures/authors/*.npz) hold their parameters, tokens and outputs, made by running
-their JAX code (scripts/authors_fixtures.py); tests/test_authors_fixtures.py checks them against a numpy
+their JAX code (research/authors_fixtures.py); tests/test_authors_fixtures.py checks them against a numpy
 rebuild. Here our PyTorch model, converted, must match their outputs to 1e-4 in float32.
 """
 

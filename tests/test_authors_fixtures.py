@@ -1,4 +1,4 @@
-"""The authors' fixtures (tests/fixtures/authors/*.npz, made by scripts/authors_fixtures.py from their JAX code).
+"""The authors' fixtures (tests/fixtures/authors/*.npz, made by research/authors_fixtures.py from their JAX code).
 
 Checks that each fixture loads and is self-consistent, and that an independent numpy (float64) rebuild of
 each network, written from docs/AUTHORS.md, reproduces the authors' outputs: this is the executable form

@@ -7,10 +7,9 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
-from hrrformer.batching import bucketed_batches, evaluation_batches, length_keys, plain_batches
+from hrrformer.batching import bucketed_batches, epoch_batches, evaluation_batches, length_keys, plain_batches
 from hrrformer.data.base import TokenDataset
 from hrrformer.data.common import LazyFiles, Packed, PairSequences
-from hrrformer.train import _epoch_batches
 
 
 def _padded_tokens(batches: list[list[int]], keys: np.ndarray) -> int:
@@ -50,7 +49,7 @@ def test_data_parallel_ranks_get_equal_batch_counts() -> None:
     counts = []
     for rank in range(2):
         sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=True, seed=0)
-        batches = _epoch_batches(sampler, 8, epoch=0, skip=0, keys=length_keys(dataset), bucket=4)
+        batches = epoch_batches(sampler, 8, epoch=0, skip=0, keys=length_keys(dataset), bucket=4)
         counts.append(len(batches))
         assert sum(len(b) for b in batches) == len(sampler)
     assert counts[0] == counts[1]

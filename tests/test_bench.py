@@ -1,4 +1,5 @@
-"""``hrrformer bench``: the authors' formulation, the worker, and the command end to end (no timings)."""
+"""``hrrformer bench``: the worker, and the command end to end (no timings). The authors' formulation
+(``hrr-reference``) is research code: research/tests/test_authors_attention.py."""
 
 import csv
 import json
@@ -21,7 +22,7 @@ from hrrformer.bench import (
     run_config,
     throughput_table,
 )
-from hrrformer.bench_methods import MODEL_TASKS, authors_hrr_attention, bench_model_for, measure
+from hrrformer.bench_methods import MODEL_TASKS, bench_model_for, load_function, measure
 from hrrformer.bench_profile import CATEGORIES, classify, count_flops, summarize, top_costs
 from hrrformer.perf import keep_freed_memory_env
 from hrrformer.tasks import TASKS, get_preset
@@ -48,44 +49,8 @@ def read_csv(path):
         return reader.fieldnames, list(reader)
 
 
-# ----------------------------------------------------------------------------- the authors' formulation
-@pytest.mark.parametrize("d", [16, 15])
-def test_authors_formulation_equals_reference_without_padding(d):
-    torch.manual_seed(0)
-    q, k, v = (torch.randn(2, 3, 40, d, dtype=torch.float64, requires_grad=True) for _ in range(3))
-    grad = torch.randn(2, 3, 40, d, dtype=torch.float64)
-    ours = authors_hrr_attention(q, k, v)
-    ref = hrr_attention_reference(q, k, v)
-    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-9)
-    g_ours = torch.autograd.grad(ours, (q, k, v), grad)
-    g_ref = torch.autograd.grad(ref, (q, k, v), grad)
-    for a, b in zip(g_ours, g_ref):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
-
-
-def test_authors_formulation_keeps_padding_in_beta():
-    """As in their code: the mask only enters the softmax, so padding changes real outputs."""
-    torch.manual_seed(0)
-    q, k, v = (torch.randn(1, 2, 30, 8, dtype=torch.float64) for _ in range(3))
-    pad = torch.zeros(1, 30, dtype=torch.bool)
-    pad[:, 20:] = True
-    ours = authors_hrr_attention(q, k, v, pad)
-    assert ours[:, :, 20:].abs().max() == 0  # padded positions get zero weight
-    assert (ours - hrr_attention_reference(q, k, v, pad)).abs().max() > 1e-3
-    # without the padded positions at all, the library reference is what the authors compute
-    torch.testing.assert_close(
-        hrr_attention_reference(q, k, v, pad)[:, :, :20], authors_hrr_attention(*(x[:, :, :20] for x in (q, k, v)))
-    )
-
-
-def test_authors_formulation_half_precision_is_finite():
-    q, k, v = (torch.randn(1, 2, 16, 8).to(torch.bfloat16) for _ in range(3))
-    out = authors_hrr_attention(q, k, v)
-    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
-
-
 # ----------------------------------------------------------------------------- the worker, in process
-@pytest.mark.parametrize("method", ["hrr", "hrr-reference", "softmax", "linear", "elementwise"])
+@pytest.mark.parametrize("method", ["hrr", "softmax", "linear", "elementwise"])
 @pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
 def test_measure_in_process(method, mode):
     spec = dict(method=method, seq_len=32, dim=16, heads=2, batch=2, mode=mode, dtype="float32", repeats=2)
@@ -94,6 +59,22 @@ def test_measure_in_process(method, mode):
     assert result["repeats"] == 2 and len(result["times_ms"]) == 2
     assert result["min_ms"] <= result["median_ms"] <= result["max_ms"]
     assert result["peak_mb"] >= 0
+
+
+def test_measure_times_a_function_named_in_the_spec():
+    spec = dict(method="ref", function="hrrformer.attention:hrr_attention_reference", seq_len=16, dim=8, heads=2)
+    result = measure({**spec, "batch": 1, "mode": "fwd+bwd", "dtype": "float32", "repeats": 1})
+    assert result["status"] == "ok", result
+    missing = measure({**spec, "function": "hrrformer.attention:nope", "batch": 1, "mode": "fwd", "dtype": "float32"})
+    assert missing["status"] == "error" and "cannot import" in missing["error"]
+
+
+def test_load_function():
+    assert load_function("hrrformer.attention:hrr_attention_reference") is hrr_attention_reference
+    assert load_function("hrrformer.bench_methods:BenchModel.__init__") is not None  # dotted attributes
+    for bad in ("hrrformer.attention", "nope_module:f", "hrrformer.bench_methods:METHODS", ":f"):
+        with pytest.raises(ValueError):
+            load_function(bad)
 
 
 def test_measure_reports_errors():
@@ -146,7 +127,7 @@ def test_ratio_table():
 
 # ----------------------------------------------------------------------------- the command, end to end
 def test_bench_end_to_end(tmp_path, capsys):
-    methods = "hrr,hrr-reference,softmax,linear,elementwise"
+    methods = "hrr,softmax,linear,elementwise"
     argv = ["bench", "--seq-lens", "64,128", "--dim", "32", "--heads", "2", "--repeats", "1", "--threads", "1"]
     assert cli.main([*argv, "--attention", methods, "--out", str(tmp_path)]) == 0
     columns, rows = read_csv(tmp_path / "bench.csv")
@@ -167,11 +148,33 @@ def test_bench_end_to_end(tmp_path, capsys):
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
     assert "time/hrr" in printed and "mem/hrr" in printed
-    assert printed.count("hrr-reference") >= 4  # two progress lines and two table rows
+    assert printed.count("elementwise") >= 4  # two progress lines and two table rows
+
+
+def test_bench_times_an_attention_function_like_the_methods(tmp_path, capsys):
+    argv = ["bench", "--seq-lens", "32", "--dim", "16", "--heads", "2", "--repeats", "1", "--threads", "1"]
+    argv += ["--attention-function", "ref=hrrformer.attention:hrr_attention_reference", "--mode", "fwd"]
+    assert cli.main([*argv, "--out", str(tmp_path)]) == 0  # no --attention: the methods, then the functions
+    _, rows = read_csv(tmp_path / "bench.csv")
+    assert [(r["method"], r["status"]) for r in rows] == [
+        (m, "ok") for m in ("hrr", "softmax", "linear", "elementwise", "ref")
+    ]
+    assert "time/hrr" in capsys.readouterr().out
+
+
+def test_bad_attention_functions_exit_2(tmp_path, capsys):
+    out = ["--out", str(tmp_path)]
+    assert cli.main(["bench", "--attention-function", "hrr=hrrformer.attention:hrr_attention_reference", *out]) == 2
+    assert cli.main(["bench", "--attention-function", "x=hrrformer.attention:nope", *out]) == 2
+    assert cli.main(["bench", "--model", "listops", "--attention-function", "x=hrrformer.hrr:bind", *out]) == 2
+    err = capsys.readouterr().err
+    assert "name is taken" in err and "cannot import" in err and "--model" in err
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--attention-function", "no-module-given", *out])
 
 
 def test_timeout_then_skipped(tmp_path):
-    argv = ["bench", "--attention", "hrr-reference", "--seq-lens", "262144,524288", "--timeout", "0.5"]
+    argv = ["bench", "--attention", "softmax", "--seq-lens", "262144,524288", "--timeout", "0.5"]
     assert cli.main([*argv, "--malloc", "default", "--out", str(tmp_path)]) == 1  # nothing finished
     _, rows = read_csv(tmp_path / "bench.csv")
     assert [(r["seq_len"], r["status"], r["malloc"]) for r in rows] == [

@@ -1,9 +1,10 @@
-"""The package's import graph: no module imports another's private names, and there are no cycles
-(imports inside functions count)."""
+"""The package's import graph: no module imports another's private names, there are no cycles
+(imports inside functions count), and nothing of research/ is imported."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "hrrformer"
@@ -74,3 +75,29 @@ def test_the_import_graph_has_no_cycles():
 def test_the_collectives_module_imports_nothing_of_the_package():
     modules = _modules()
     assert _imports("hrrformer.collectives", modules["hrrformer.collectives"], modules) == []
+
+
+def test_the_package_imports_nothing_of_research():
+    """research/ (the repository's experiments, baselines and comparisons) is never installed: no
+    module of the package may import it, at module level or inside a function."""
+    found = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                targets = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                continue
+            found += [f"{name} imports {t}" for t in targets if t.split(".")[0] == "research"]
+    assert not found, found
+
+
+def test_research_is_not_part_of_the_package():
+    """The wheel holds src/ only; the research code lives beside it, with its tests collected by pytest."""
+    root = PACKAGE.parents[1]
+    pyproject = (root / "pyproject.toml").read_text()
+    assert re.search(r'^\[tool\.setuptools\.packages\.find\]\nwhere = \["src"\]$', pyproject, re.M)
+    testpaths = re.search(r"^testpaths = \[(.*)\]$", pyproject, re.M)
+    assert testpaths and '"research/tests"' in testpaths.group(1)
+    assert (root / "research" / "__init__.py").is_file() and not (PACKAGE / "research").exists()

@@ -22,9 +22,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, DistributedSampler
 
-__all__ = ["bucketed_batches", "evaluation_batches", "length_keys", "plain_batches"]
+__all__ = ["bucketed_batches", "epoch_batches", "evaluation_batches", "length_keys", "plain_batches"]
 
 
 def length_keys(dataset: Dataset) -> np.ndarray | None:
@@ -84,3 +84,17 @@ def evaluation_batches(indices: Sequence[int], keys: np.ndarray | None, batch_si
     if keys is not None:
         indices.sort(key=lambda i: int(keys[i]))
     return plain_batches(indices, batch_size)
+
+
+def epoch_batches(
+    sampler: DistributedSampler, batch_size: int, epoch: int, skip: int, keys: np.ndarray | None, bucket: int
+) -> list[list[int]]:
+    """This rank's batches of indices for ``epoch`` (length-bucketed when ``keys`` are known),
+    less the first ``skip`` (already trained). Deterministic in (seed, epoch): resuming redraws them."""
+    sampler.set_epoch(epoch)
+    indices = list(sampler)
+    if keys is None:
+        batches = plain_batches(indices, batch_size)
+    else:
+        batches = bucketed_batches(indices, keys, batch_size, pool_batches=bucket, seed=sampler.seed + epoch)
+    return batches[skip:]

@@ -25,9 +25,14 @@ allocation and other time). A summary per task compares the dtypes' examples per
 torch's default, or ``--threads``), each in a fresh worker; the best shape per dtype and thread
 count is the peak, written to ``DIR/peak.json``. Without ``--model``, ``--peak`` runs nothing else.
 
+``--attention-function NAME=MODULE:ATTR`` (repeatable) also times an attention function of your
+own, ``f(q, k, v)`` with q, k, v (B, heads, T, E / heads) → (B, heads, T, E / heads), under NAME,
+in the same workers as the built-in methods; MODULE must be importable by them (on PYTHONPATH).
+
 Examples::
 
     hrrformer bench --seq-lens 1024,4096,16384 --mode fwd+bwd --out runs/bench
+    PYTHONPATH=. hrrformer bench --attention hrr,mine --attention-function mine=my_module:my_attention
     hrrformer bench --model listops --attention hrr,softmax --seq-lens 1000,2000
     hrrformer bench --peak --model all --dtype float32,bfloat16 --profile --out runs/bench-cpu
 """
@@ -48,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from . import kinds
-from .bench_methods import METHODS, MODEL_ATTENTIONS, MODEL_TASKS, bench_model_for, model_config_for
+from .bench_methods import METHODS, MODEL_ATTENTIONS, MODEL_TASKS, bench_model_for, load_function, model_config_for
 from .bench_profile import top_costs
 from .perf import keep_freed_memory_env
 from .tasks import TASKS
@@ -542,6 +547,15 @@ def _dtype_list(text: str) -> list[str]:
     return values
 
 
+def _function_spec(text: str) -> tuple[str, str]:
+    """``NAME=MODULE:ATTR`` → (NAME, MODULE:ATTR)."""
+    name, equals, path = text.partition("=")
+    name, path = name.strip(), path.strip()
+    if not equals or not name or "," in name or ":" not in path:
+        raise argparse.ArgumentTypeError(f"expected NAME=MODULE:ATTR, got {text!r}")
+    return name, path
+
+
 def _shape_list(text: str) -> list[tuple[int, int, int]]:
     """``4096x1024x1024,32000x256x256`` → [(M, K, N), …]."""
     shapes = []
@@ -565,9 +579,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_name_list,
         default=None,
         help=(
-            f"comma-separated methods from {','.join(METHODS)} (default: all; with --model: the attention "
-            f"kinds, {','.join(MODEL_ATTENTIONS)})"
+            f"comma-separated methods from {','.join(METHODS)} and the --attention-function names (default: all; "
+            f"with --model: the attention kinds, {','.join(MODEL_ATTENTIONS)})"
         ),
+    )
+    parser.add_argument(
+        "--attention-function",
+        metavar="NAME=MODULE:ATTR",
+        type=_function_spec,
+        action="append",
+        default=[],
+        help="also time f(q, k, v) → output, q, k, v (B, heads, T, E/heads), under NAME (repeatable; "
+        "MODULE importable by the workers, e.g. on PYTHONPATH; not with --model)",
     )
     parser.add_argument(
         "--seq-lens",
@@ -694,7 +717,20 @@ def _model_tasks(names: list[str]) -> list[str]:
     return list(dict.fromkeys(tasks))
 
 
+def _functions(args: argparse.Namespace) -> dict[str, str]:
+    """``--attention-function``'s {NAME: MODULE:ATTR}, each checked to import here; ValueError otherwise."""
+    functions: dict[str, str] = {}
+    for name, path in getattr(args, "attention_function", None) or []:
+        if name in METHODS or name in functions:
+            raise ValueError(f"--attention-function {name}: the name is taken; choose another")
+        load_function(path)
+        functions[name] = path
+    return functions
+
+
 def _model_specs(args: argparse.Namespace, common: dict[str, Any]) -> list[dict[str, Any]]:
+    if getattr(args, "attention_function", None):
+        raise ValueError("--attention-function times kernels; it does not go with --model")
     methods = args.attention or list(MODEL_ATTENTIONS)
     bad = [m for m in methods if m not in MODEL_ATTENTIONS]
     if bad:
@@ -720,16 +756,23 @@ def _kernel_specs(args: argparse.Namespace, common: dict[str, Any]) -> list[dict
         raise ValueError("--chunk-size needs --model (it chunks a whole encoder block)")
     if args.profile:
         raise ValueError("--profile needs --model")
-    methods = args.attention or list(METHODS)
-    bad = [m for m in methods if m not in METHODS]
+    functions = _functions(args)
+    known = (*METHODS, *functions)
+    methods = args.attention or list(known)
+    bad = [m for m in methods if m not in known]
     if bad:
-        raise ValueError(f"unknown --attention {bad}; choose from {METHODS}")
+        raise ValueError(f"unknown --attention {bad}; choose from {known}")
     dim, heads = args.dim or 512, args.heads or 8
     if dim % heads:
         raise ValueError(f"--dim ({dim}) must be divisible by --heads ({heads})")
     shared = dict(common, kind="kernel", dim=dim, heads=heads, batch=args.batch or 1, mode=args.mode)
     lengths = sorted(set(args.seq_lens or DEFAULT_SEQ_LENS))
-    return [{**shared, "seq_len": t, "dtype": d, "method": m} for t in lengths for d in args.dtype for m in methods]
+    return [
+        {**shared, "seq_len": t, "dtype": d, "method": m, **({"function": functions[m]} if m in functions else {})}
+        for t in lengths
+        for d in args.dtype
+        for m in methods
+    ]
 
 
 def _plan(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -10,14 +10,15 @@ to ``repeats`` timed ones, and prints one JSON object on its last stdout line (t
 Methods (``--attention``):
 
 * ``hrr``: :func:`hrrformer.hrr_attention`, the library's fast path;
-* ``hrr-reference``: :func:`authors_hrr_attention`, the authors' JAX formulation transcribed
-  as they wrote it (complex FFTs, five of them forward; β over every position; −1e9 mask);
 * ``softmax``: ``F.scaled_dot_product_attention``;
 * ``linear``: one E × E ``nn.Linear`` on the (B, T, E) tensor: the cost of a projection (E × N
   with the spec's ``out_dim`` N: what ``hrrformer bench --peak`` times);
 * ``elementwise``: ``q * k + v``: reads q, k, v once and writes one tensor, a memory-bound floor.
 
-Attention inputs are q, k, v of shape (B, heads, T, E / heads).
+Attention inputs are q, k, v of shape (B, heads, T, E / heads). A spec may also name an
+attention function of its own, ``"function": "module:attr"`` (``hrrformer bench
+--attention-function NAME=module:attr``), imported here and timed as the built-in methods are
+(e.g. another formulation of HRR attention, against ``hrr``).
 
 ``--model TASK`` times a training step of the model of a task's ``cpu`` preset
 (:func:`bench_model_for`); with ``count_flops`` the worker also counts the step's FLOPs once, and
@@ -27,6 +28,7 @@ the peak memory is read.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import resource
@@ -59,16 +61,16 @@ __all__ = [
     "PROFILE_STEPS",
     "BenchModel",
     "DataShape",
-    "authors_hrr_attention",
     "bench_model_for",
+    "load_function",
     "measure",
     "model_config_for",
 ]
 
 #: every method ``--attention`` accepts, in the order they are run and drawn.
-METHODS = ("hrr", "hrr-reference", "softmax", "linear", "elementwise")
+METHODS = ("hrr", "softmax", "linear", "elementwise")
 #: methods that are attention (q, k, v → output); the others only set the scale of things.
-ATTENTION_METHODS = ("hrr", "hrr-reference", "softmax")
+ATTENTION_METHODS = ("hrr", "softmax")
 #: attention choices of ``--model``: the model's attention kinds (:mod:`hrrformer.kinds`).
 MODEL_ATTENTIONS = tuple(KINDS)
 
@@ -104,57 +106,7 @@ MODEL_ALIASES: dict[str, tuple[str, str]] = {"malware": ("binaries", "paper")}
 MODEL_TASKS = (*TASKS, *MODEL_ALIASES)
 
 
-# ----------------------------------------------------------------------------- the authors' formulation
-def _authors_binding(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``np.real(ifft(fft(x) * fft(y)))`` over the last axis (their ``HRR.with_flax.Binding``)."""
-    return torch.fft.ifft(torch.fft.fft(x, dim=-1) * torch.fft.fft(y, dim=-1), dim=-1).real
-
-
-def _authors_approx_inverse(x: torch.Tensor) -> torch.Tensor:
-    """``np.roll(np.flip(x, axis), 1, axis)`` (their ``ApproxInverse``)."""
-    return torch.roll(torch.flip(x, dims=(-1,)), shifts=1, dims=-1)
-
-
-def _authors_cosine(x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
-    """``sum(x * y) / (‖x‖ ‖y‖)`` over the last axis, keepdims (their ``CosineSimilarity``).
-
-    They have no epsilon; ``eps`` (added to the product of norms) only keeps a zero vector from
-    giving NaN.
-    """
-    norm_x = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-    norm_y = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
-    return (x * y).sum(-1, keepdim=True) / (norm_x * norm_y + eps)
-
-
-def authors_hrr_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    key_padding_mask: torch.Tensor | None = None,
-    eps: float = 1e-12,
-) -> torch.Tensor:
-    """HRR attention as the authors' ``SelfAttention`` computes it (``*/hrrformer_mgpu.py``).
-
-    q, k, v (B, h, T, d); key_padding_mask (B, T) bool, True = padding (PyTorch's meaning; they
-    pass 1 = real token). Faithful to their code, including what :func:`hrrformer.hrr_attention`
-    does differently: complex FFTs and inverse FFTs, padded positions **included** in β (the
-    mask only enters the softmax, as ``+ (1 − mask) · (−1e9)``), no epsilon in the cosine but
-    the tiny ``eps``. Half precision is computed in float32 (no complex half FFTs on CPU).
-    Autograd gives the backward, as JAX's did.
-    """
-    dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
-    q_, k_, v_ = q.to(dtype), k.to(dtype), v.to(dtype)
-    bind = _authors_binding(k_, v_)  # (B, h, T, d)
-    bind = bind.sum(-2, keepdim=True)  # (B, h, 1, d)
-    vp = _authors_binding(bind, _authors_approx_inverse(q_))  # unbinding(bind, q): (B, h, T, d)
-    scale = _authors_cosine(v_, vp, eps)  # (B, h, T, 1)
-    if key_padding_mask is not None:
-        mask = (~key_padding_mask).to(dtype)[:, None, :, None]  # (B, 1, T, 1), 1 = real token
-        scale = scale + (1.0 - mask) * (-1e9)
-    weight = torch.softmax(scale, dim=-2)  # over T
-    return (weight * v_).to(q.dtype)  # (B, h, T, d)
-
-
+# ----------------------------------------------------------------------------- kernels
 def _hrr(q, k, v):
     return hrr_attention(q, k, v)
 
@@ -169,10 +121,25 @@ def _elementwise(q, k, v):
 
 _ATTENTION_FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {
     "hrr": _hrr,
-    "hrr-reference": authors_hrr_attention,
     "softmax": _softmax,
     "elementwise": _elementwise,
 }
+
+
+def load_function(path: str) -> Callable[..., torch.Tensor]:
+    """The callable ``module:attr`` names (``attr`` may be dotted); ValueError when it is not one."""
+    module_name, colon, attr = path.partition(":")
+    if not colon or not module_name or not attr:
+        raise ValueError(f"expected module:attr, got {path!r}")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import {path}: {type(exc).__name__}: {exc}") from exc
+    if not callable(found):
+        raise ValueError(f"{path} is not callable")
+    return found
 
 
 # ----------------------------------------------------------------------------- memory probes
@@ -259,11 +226,11 @@ class _Workload:
 
 
 class _KernelWorkload(_Workload):
-    """An attention method (or a reference) on random inputs, forward or forward + backward."""
+    """An attention method (or a ``function`` of the spec) on random inputs, forward or forward + backward."""
 
     def __init__(self, spec: dict[str, Any], device: torch.device, dtype: torch.dtype) -> None:
-        method = spec["method"]
-        if method not in METHODS:
+        method, function = spec["method"], spec.get("function")
+        if method not in METHODS and not function:
             raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
         b, t, e, h = spec["batch"], spec["seq_len"], spec["dim"], spec["heads"]
         if e % h:
@@ -287,7 +254,7 @@ class _KernelWorkload(_Workload):
         else:
             self.inputs = tuple(randn(b, h, t, e // h) for _ in range(3))  # q, k, v (B, h, T, d)
             self.params = []
-            fn = _ATTENTION_FUNCTIONS[method]
+            fn = load_function(function) if function else _ATTENTION_FUNCTIONS[method]
             out_shape = (b, h, t, e // h)
         self.eager = fn
         self.fn = torch.compile(fn) if spec.get("compile") else fn
@@ -494,7 +461,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     device, compile, warmup, repeats, time_budget_s (stop repeating once a run's time × repeats
     passes it), deadline (``time.time()`` by which the parent kills us), seed, threads, task,
     chunk_size, memory_limit_mb (RLIMIT_DATA: an allocation past it fails and is reported as
-    ``oom``), out_dim (method ``linear``: its output width, default dim), count_flops and profile
+    ``oom``), out_dim (method ``linear``: its output width, default dim), function (``module:attr``:
+    an attention function timed under the name ``method``), count_flops and profile
     (the untimed extras, :func:`_analyses`; profile_steps, default :data:`PROFILE_STEPS`).
 
     The result holds the times (``times_ms``, ``median_ms`` …), ``peak_mb``, ``threads`` (this

@@ -29,10 +29,11 @@ from tqdm import tqdm
 from .batching import evaluation_batches, length_keys
 from .checkpoint import CheckpointError
 from .data.base import DataError, TokenDataset
+from .data.load import load_task_data
 from .data.selection import SPLIT_CHOICES, default_split, map_to_classes, select_split
-from .distributed import DistInfo
+from .forward import batch_collate, forward_batch, resolve_device
 from .metrics import classification_report
-from .train import TrainConfig, batch_collate, forward_batch, load_data, load_run, resolve_device
+from .rundir import TrainConfig, load_run
 
 __all__ = ["EvalData", "load_for_run", "model_outputs", "run_report"]
 
@@ -68,9 +69,16 @@ def load_for_run(
     classes the run does not know.
     """
     own_data = data_path is None or _same_path(data_path, config.data)
-    config.limit, config.skip_bad = limit, config.skip_bad or skip_bad
-    data = load_data(config, DistInfo(), data_path=data_path)
-    path = str(data_path or config.data)
+    data, path = load_task_data(
+        config.task,
+        data_path or config.data,
+        preset=config.preset,
+        max_len=config.model.get("max_len"),
+        seed=config.seed,
+        limit=limit,
+        skip_bad=config.skip_bad or skip_bad,
+        progress=config.progress,
+    )
     split = split or default_split(data, own_data=own_data, own_default=own_default)
     dataset = select_split(data, split, path=path, limit=limit, seed=config.seed)
     num_classes = config.model["num_classes"]

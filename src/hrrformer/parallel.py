@@ -13,6 +13,12 @@ No max is needed in the softmax: |a_t| ≤ 1, so exp(a_t) ∈ [1/e, e]. With ``c
 sums are prefix sums: each rank adds, to its local running sums, the exclusive scan of the
 chunk sums of the ranks below it (all-gather the chunk sums, add those of ranks < r).
 
+One layer's attention over a group is :func:`hrrformer.hrr_attention` with ``group=...``: each
+rank passes its chunk, (B, h, T_local, d) (T_local may differ between ranks, as the CLS token makes
+rank 0's longer; B, h, d and the dtype may not), and gets its chunk of the output. Mean pooling
+over a group is :func:`hrrformer.model.masked_mean` with ``SequenceReduction(group)``.
+:func:`enable_sequence_parallel` makes a model's encoders do both.
+
 Bytes communicated per layer and training step (s bytes per element: 4 in float32, 8 in float64;
 F = d//2 + 1; G ranks)::
 
@@ -42,18 +48,12 @@ for the ranks that do not hold the CLS token by routing a zero gradient through 
 because each backward collective needs all ranks.
 
 Failure. A rank that raises before a collective leaves the others waiting inside it until the
-process group's timeout (``init_process_group(timeout=...)``; :func:`launch_local` sets it and
-also ends the job as soon as any process exits with an error). Input checks are therefore made
+process group's timeout (``init_process_group(timeout=...)``). Input checks are therefore made
 collectively: each rank's verdict is all-gathered, and every rank raises the same error.
 """
 
 from __future__ import annotations
 
-import datetime
-import os
-import socket
-import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -70,9 +70,8 @@ from .collectives import (
     group_rank,
     group_size,
 )
-from .collectives import broadcast as sp_broadcast
-from .model import HrrformerEncoder, ShardedPositionEmbedding, masked_mean
-from .ops.hrr_attention import Method, SequenceReduction, hrr_attention
+from .model import HrrformerEncoder, ShardedPositionEmbedding
+from .ops.hrr_attention import Method
 
 __all__ = [
     "ShardedPositionEmbedding",
@@ -84,50 +83,10 @@ __all__ = [
     "gather_ints",
     "group_rank",
     "group_size",
-    "launch_local",
     "reduce_sequence_parallel_gradients",
     "shard_position_embedding",
     "shard_sequence",
-    "sp_broadcast",
-    "sp_hrr_attention",
-    "sp_mean_pool",
 ]
-
-
-# ----------------------------------------------------------------------------- attention
-def sp_hrr_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    key_padding_mask: torch.Tensor | None = None,
-    causal: bool = False,
-    group: Group = None,
-    method: Method = "auto",
-    check: bool = True,
-) -> torch.Tensor:
-    """:func:`hrrformer.hrr_attention` over a sequence split across the ranks of ``group``: the
-    same kernel, with the sums over the sequence taken by ``SequenceReduction(group)``.
-
-    Args:
-        q, k, v: (B, h, T_local, d), this rank's contiguous chunk; chunks are in rank order
-            (rank r holds positions [r·T_local, (r+1)·T_local) after :func:`shard_sequence`).
-            T_local may differ between ranks (the model's CLS token makes rank 0's one longer);
-            B, h, d and the dtype may not.
-        key_padding_mask: (B, T_local) bool, True = padding; a chunk may be all padding.
-        causal: β and the normaliser run over all positions ≤ t, those of lower ranks included.
-        group: the ``torch.distributed`` group; ``None`` or a group of one rank computes
-            :func:`hrrformer.hrr_attention` locally, with no communication.
-        method: ``"circulant"`` (non-causal, a custom autograd function: least memory),
-            ``"fourier"`` (autograd through the Parseval form), ``"auto"``: circulant unless causal.
-        check: all-gather each rank's shapes and input verdict first (one collective of six
-            integers), so that bad input raises the same clear error on every rank instead of
-            leaving some ranks waiting in a collective.
-
-    Returns:
-        (B, h, T_local, d), this rank's chunk of the output, in the dtype of q. Gradients of q,
-        k, v are this rank's slice of the gradient of Σ_r loss_r (see the module docstring).
-    """
-    return hrr_attention(q, k, v, key_padding_mask, causal, method, reduction=SequenceReduction(group), check=check)
 
 
 # ----------------------------------------------------------------------------- sequences and pooling
@@ -150,17 +109,6 @@ def shard_sequence(x: torch.Tensor, group: Group, dim: int = 1, pad_value: Any =
         x = torch.cat([x, x.new_full(shape, pad_value)], dim=dim)
     local = padded // size
     return x.narrow(dim, rank * local, local).clone(memory_format=torch.contiguous_format), rank * local, padded
-
-
-def sp_mean_pool(x: torch.Tensor, keep: torch.Tensor, group: Group) -> torch.Tensor:
-    """Mean of x over the real positions of the whole sequence, on every rank (autograd-aware).
-
-    x (B, T_local, D); keep (B, T_local) or (B, T_local, 1), bool or float, 1 = real position
-    (the negation of a ``key_padding_mask``) → (B, D). One all-reduce of (B, D + 1) sums: the
-    model's mean pooling (:func:`hrrformer.model.masked_mean`) over a group's reduction.
-    A sequence with no real position gives zeros.
-    """
-    return masked_mean(x, keep, SequenceReduction(group))
 
 
 # ----------------------------------------------------------------------------- model helpers
@@ -295,73 +243,3 @@ def communicated_bytes(
         payload = 2 * per_layer  # forward sums, backward sums
         ring = 2 * (2 * (g - 1) * per_layer // g)
     return {"payload": payload, "ring_sent_per_rank": ring}
-
-
-# ----------------------------------------------------------------------------- local launcher
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _launch_entry(rank, fn, world_size, port, backend, collective_timeout_s, threads, args):
-    if threads:
-        torch.set_num_threads(threads)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size))
-    dist.init_process_group(
-        backend,
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=world_size,
-        timeout=datetime.timedelta(seconds=collective_timeout_s),
-    )
-    try:
-        fn(rank, world_size, *args)
-    finally:
-        dist.destroy_process_group()
-
-
-def launch_local(
-    fn: Callable[..., None],
-    world_size: int,
-    args: tuple = (),
-    *,
-    backend: str = "gloo",
-    timeout_s: float = 600.0,
-    collective_timeout_s: float = 60.0,
-    threads: int | None = 1,
-) -> None:
-    """Run ``fn(rank, world_size, *args)`` in ``world_size`` new processes joined in a process group.
-
-    The group (``backend``, default gloo) meets on a free port of 127.0.0.1; ``fn`` must be
-    importable (a module-level function). Returns when every process has finished. Never hangs:
-    as soon as one process raises or dies, the others are terminated and the error is raised
-    here (``torch.multiprocessing.ProcessRaisedException`` / ``ProcessExitedException``); a
-    collective that waits on a dead peer fails after ``collective_timeout_s``; and after
-    ``timeout_s`` all processes are terminated and TimeoutError is raised. ``threads`` sets
-    ``torch.set_num_threads`` in each process (1 by default: ranks share the machine's cores).
-    """
-    import torch.multiprocessing as mp
-
-    port = free_port()
-    context = mp.start_processes(
-        _launch_entry,
-        args=(fn, world_size, port, backend, collective_timeout_s, threads, tuple(args)),
-        nprocs=world_size,
-        join=False,
-        start_method="spawn",
-    )
-    deadline = time.monotonic() + timeout_s
-    try:
-        while not context.join(timeout=0.2):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"launch_local: {world_size} processes still running after {timeout_s:.0f} s")
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                process.terminate()
-        for process in context.processes:
-            process.join(timeout=5)
-            if process.is_alive():
-                process.kill()

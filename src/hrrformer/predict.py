@@ -26,10 +26,11 @@ import torch
 
 from .checkpoint import CheckpointError
 from .data.base import DataError, pad_sequences
-from .data.files import read_prefix
+from .data.inputs import EmptyInput, read_bytes
 from .data.selection import SPLIT_CHOICES
 from .evaluate import EvalData, load_for_run, model_outputs
-from .train import load_run, resolve_device
+from .forward import resolve_device
+from .rundir import load_run
 
 BYTE_TASKS = ("text", "binaries")
 
@@ -37,12 +38,12 @@ BYTE_TASKS = ("text", "binaries")
 def _read(path: str, max_len: int) -> tuple[torch.Tensor | None, bool, str | None]:
     """(tokens, truncated, error) for one file."""
     try:
-        data = read_prefix(path, max_len + 1)
+        item = read_bytes(path, max_len)
     except OSError as e:
         return None, False, f"cannot read: {e.strerror or e}"
-    if len(data) == 0:
+    except EmptyInput:
         return None, False, "empty file"
-    return torch.from_numpy(data[:max_len].astype("int64")) + 1, len(data) > max_len, None
+    return item.tokens, item.truncated, None
 
 
 def predict_files(

@@ -6,7 +6,7 @@ Three presets per task:
   sizes (T, dim, heads, layers, batch per device, MLP width: d/2 ListOps, Image and Retrieval, 2d Text,
   d/4 Pathfinder, 512 malware), Adam 1e-3 with their per-task decay (0.9 ListOps, Text, Retrieval;
   0.95 Image, Pathfinder; 0.85 binaries), no gradient clipping, label smoothing 0.1 (binaries: none),
-  dropout 0.1, 20 epochs. What train.py does differently: the decay rate^(step / steps per epoch)
+  dropout 0.1, 20 epochs. What trainer.py does differently: the decay rate^(step / steps per epoch)
   starts one update earlier (theirs holds lr for the first two updates), steps per epoch come from
   the loaded data rather than their fixed dataset sizes, Path-X uses Adam (theirs AdamW, weight decay
   5e-4), and the loss is cross-entropy for binaries too (theirs: BCE on the softmax, twice the CE
@@ -52,7 +52,7 @@ RETRIEVED_VARIANT: Mapping[str, Any] = {
 @dataclass(frozen=True)
 class Preset:
     """A preset: ``options``, a partial dict of model and training options (fields of
-    :class:`hrrformer.config.HrrformerConfig` and :class:`hrrformer.train.TrainConfig`, which
+    :class:`hrrformer.config.HrrformerConfig` and :class:`hrrformer.rundir.TrainConfig`, which
     hold their defaults and help), and for generated tasks ``generate``, how many examples
     (train, val, test) to generate when --data is omitted, and ``generator_options``, keyword
     arguments of the generator that override the task's (ListOps: ``min_len``/``max_len``)."""

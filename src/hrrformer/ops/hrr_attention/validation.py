@@ -97,12 +97,12 @@ def check_on_every_rank(
         raise ValueError(error)
     bad = [r for r, f in enumerate(everyone) if f[0]]
     if bad:
-        raise ValueError(f"sp_hrr_attention: rank(s) {bad} of the sequence-parallel group rejected their input")
+        raise ValueError(f"hrr_attention: rank(s) {bad} of the sequence-parallel group rejected their input")
     if any(f[1:] != everyone[0][1:] for f in everyone):
         shapes = [
             f"rank {r}: B={f[1]} h={f[2]} d={f[3]} dtype={_DTYPE_CODES[f[4]]} causal={bool(f[5])}"
             for r, f in enumerate(everyone)
         ]
         raise ValueError(
-            "sp_hrr_attention: the ranks disagree on batch, heads, head size, dtype or causal: " + "; ".join(shapes)
+            "hrr_attention: the ranks disagree on batch, heads, head size, dtype or causal: " + "; ".join(shapes)
         )

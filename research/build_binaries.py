@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Build a real-file data set for the ``binaries`` task: C++ vs C, or the toolchain that built an ELF file.
 
-Stdlib only (Python 3.11). Files are only ever read as bytes, never executed.
+Stdlib only (Python 3.11). Files are only ever read as bytes, never executed. From the repository root::
+
+    nice -n 19 .venv/bin/python -m research.build_binaries --out data/binaries
+    nice -n 19 .venv/bin/python -m research.build_binaries --label toolchain --out data/binaries-toolchain --download
 
 ``--label language`` (default; OUT data/binaries): among files labelled ``gcc`` below (no Go, Rust,
 clang, no foreign-language strings) that have a PT_DYNAMIC segment, ``cxx`` when a DT_NEEDED entry

@@ -1,17 +1,16 @@
-"""Shallow baselines (hrrformer.baselines): features, the logistic fit, the first-operator rule."""
+"""Shallow baselines (research.shallow, research.baselines): features, the logistic fit, the first-operator rule."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+import scipy.sparse as sp
 
-from hrrformer.baselines import (
+from hrrformer.data.listops import VOCAB
+from research.shallow import (
     FirstOperatorClassifier,
-    SparseRows,
     accuracy,
     bigram_keys,
     count_rows,
@@ -22,9 +21,6 @@ from hrrformer.baselines import (
     pair_rows,
     unigram_keys,
 )
-from hrrformer.data.listops import VOCAB
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def order_task(n: int, seed: int, length: int = 40) -> tuple[list[np.ndarray], np.ndarray]:
@@ -40,26 +36,28 @@ def order_task(n: int, seed: int, length: int = 40) -> tuple[list[np.ndarray], n
     return sequences, labels
 
 
+def dense(x: sp.spmatrix) -> np.ndarray:
+    return x.toarray()
+
+
 def test_unigram_rows_are_normalised_histograms():
     sequences = [np.array([1, 1, 2, 4]), np.array([3]), np.array([2, 2])]
     rows = featurize(sequences, "unigram", vocab_size=5)
-    dense = rows.to_dense()
-    assert dense.shape == (3, 5)
-    expected = torch.tensor([[0, 0.5, 0.25, 0, 0.25], [0, 0, 0, 1, 0], [0, 0, 1, 0, 0]])
-    torch.testing.assert_close(dense, expected)
-    torch.testing.assert_close(dense.sum(1), torch.ones(3))
+    assert sp.issparse(rows) and rows.shape == (3, 5)
+    expected = np.array([[0, 0.5, 0.25, 0, 0.25], [0, 0, 0, 1, 0], [0, 0, 1, 0, 0]])
+    np.testing.assert_allclose(dense(rows), expected)
+    np.testing.assert_allclose(dense(rows).sum(1), np.ones(3))
 
 
 def test_bigram_rows_count_adjacent_pairs():
     sequences = [np.array([1, 2, 1, 2]), np.array([7])]  # pairs (1,2) twice and (2,1) once; none
-    rows = featurize(sequences, "bigram", vocab_size=8, buckets=2**10)
-    dense = rows.to_dense()
-    assert dense.shape == (2, 2**10)
+    rows = dense(featurize(sequences, "bigram", vocab_size=8, buckets=2**10))
+    assert rows.shape == (2, 2**10)
     keys = bigram_keys(np.array([1, 2, 1]), 8, 2**10)  # (1,2), (2,1)
-    assert dense[0, keys[0]] == pytest.approx(2 / 3)
-    assert dense[0, keys[1]] == pytest.approx(1 / 3)
-    assert dense[0].sum() == pytest.approx(1.0)
-    assert dense[1].sum() == 0  # one token: no pair, an empty row
+    assert rows[0, keys[0]] == pytest.approx(2 / 3)
+    assert rows[0, keys[1]] == pytest.approx(1 / 3)
+    assert rows[0].sum() == pytest.approx(1.0)
+    assert rows[1].sum() == 0  # one token: no pair, an empty row
 
 
 def test_bigram_keys_in_range_and_distinct_for_bytes():
@@ -75,36 +73,23 @@ def test_bigram_keys_in_range_and_distinct_for_bytes():
 def test_count_rows_chunks_match_one_pass(monkeypatch):
     rng = np.random.default_rng(0)
     sequences = [rng.integers(1, 9, rng.integers(1, 30)) for _ in range(50)]
-    whole = count_rows(sequences, lambda t: unigram_keys(t, 9), 9).to_dense()
-    monkeypatch.setattr("hrrformer.baselines._CHUNK_TOKENS", 17)
-    chunked = count_rows(sequences, lambda t: unigram_keys(t, 9), 9).to_dense()
-    torch.testing.assert_close(whole, chunked)
+    whole = dense(count_rows(sequences, lambda t: unigram_keys(t, 9), 9))
+    monkeypatch.setattr("research.shallow.CHUNK_TOKENS", 17)
+    chunked = dense(count_rows(sequences, lambda t: unigram_keys(t, 9), 9))
+    np.testing.assert_allclose(whole, chunked)
+    np.testing.assert_allclose(whole.sum(1), np.ones(50))
 
 
 def test_pair_rows_is_a_b_absdiff_product():
     a = featurize([np.array([1, 1, 2]), np.array([3])], "unigram", vocab_size=4)
     b = featurize([np.array([2, 3]), np.array([3, 3])], "unigram", vocab_size=4)
-    joined = pair_rows(a, b).to_dense()
-    da, db = a.to_dense(), b.to_dense()
-    torch.testing.assert_close(joined, torch.cat([da, db, (da - db).abs(), da * db], 1))
+    joined = dense(pair_rows(a, b))
+    da, db = dense(a), dense(b)
+    np.testing.assert_allclose(joined, np.concatenate([da, db, np.abs(da - db), da * db], 1))
     via_featurize = featurize(
         [(np.array([1, 1, 2]), np.array([2, 3])), (np.array([3]), np.array([3, 3]))], "unigram", vocab_size=4
     )
-    torch.testing.assert_close(via_featurize.to_dense(), joined)
-
-
-def test_sparse_matmul_and_column_scaling_match_dense():
-    rng = np.random.default_rng(1)
-    rows = featurize([rng.integers(1, 6, 12) for _ in range(7)], "unigram", vocab_size=6)
-    weight = torch.randn(6, 3, requires_grad=True)
-    out = rows.matmul(weight)
-    torch.testing.assert_close(out, rows.to_dense() @ weight)
-    out.sum().backward()
-    torch.testing.assert_close(weight.grad, rows.to_dense().sum(0)[:, None].expand(6, 3))
-    rms = rows.column_rms()
-    torch.testing.assert_close(torch.from_numpy(rms), rows.to_dense().double().pow(2).mean(0).sqrt())
-    scale = np.arange(6, dtype=np.float64)
-    torch.testing.assert_close(rows.scale_columns(scale).to_dense(), rows.to_dense() * torch.arange(6.0))
+    np.testing.assert_allclose(dense(via_featurize), joined)
 
 
 def test_bigram_model_beats_unigram_on_an_order_task():
@@ -114,30 +99,59 @@ def test_bigram_model_beats_unigram_on_an_order_task():
     scores = {}
     for features in ("unigram", "bigram"):
         x = {name: featurize(s, features, vocab_size=4, buckets=2**8) for name, s in (("tr", train), ("va", val))}
-        fit = fit_logistic(x["tr"], train_y, x["va"], val_y, num_classes=2, l2_grid=(1e-2, 1e-4), max_iter=50)
+        fit = fit_logistic(x["tr"], train_y, x["va"], val_y, l2_grid=(1e-4, 1e-2), max_iter=50)
         scores[features] = accuracy(fit.predict(featurize(test, features, vocab_size=4, buckets=2**8)), test_y)
-        assert [r["l2"] for r in fit.grid] == [1e-2, 1e-4]
+        assert [r["l2"] for r in fit.grid] == [1e-2, 1e-4]  # strong to weak
     assert scores["bigram"] == 1.0
     assert scores["unigram"] <= 0.7  # identical histograms: at most chance plus noise
     assert scores["unigram"] == pytest.approx(majority_share(train_y, test_y), abs=0.15)
 
 
+def unigram_signal(rng: np.random.Generator, n: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Three classes; class y draws token y + 1 with probability 0.55, the other three 0.15 each."""
+    labels = rng.integers(0, 3, n)
+    return [rng.choice([1, 2, 3, 4], 30, p=np.roll([0.55, 0.15, 0.15, 0.15], int(y))) for y in labels], labels
+
+
 def test_logistic_fit_learns_unigram_signal_and_picks_l2_on_val():
     rng = np.random.default_rng(3)
-
-    def make(n: int) -> tuple[list[np.ndarray], np.ndarray]:
-        labels = rng.integers(0, 3, n)
-        return [rng.choice([1, 2, 3, 4], 30, p=np.roll([0.55, 0.15, 0.15, 0.15], int(y))) for y in labels], labels
-
-    (train, train_y), (val, val_y) = make(300), make(100)
+    (train, train_y), (val, val_y) = unigram_signal(rng, 300), unigram_signal(rng, 100)
     x_train, x_val = featurize(train, "unigram", 5), featurize(val, "unigram", 5)
-    fit = fit_logistic(x_train, train_y, x_val, val_y, num_classes=3, max_iter=50)
-    assert fit.weight.shape == (5, 3) and fit.bias.shape == (3,)
+    fit = fit_logistic(x_train, train_y, x_val, val_y, max_iter=50)
+    assert fit.model.coef_.shape == (3, 5) and fit.model.intercept_.shape == (3,)
     assert fit.scale[0] == 0  # padding id 0 never occurs: its column is dropped
     assert accuracy(fit.predict(x_val), val_y) > 0.9
+    assert [r["l2"] for r in fit.grid] == [1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5]
     best = max(r["val_accuracy"] for r in fit.grid)
-    assert next(r for r in fit.grid if r["l2"] == fit.l2)["val_accuracy"] == best
-    assert fit.logits(x_val).shape == (100, 3)
+    chosen = next(r for r in fit.grid if r["l2"] == fit.l2)
+    assert chosen["val_accuracy"] == best
+    assert fit.l2 == next(r["l2"] for r in fit.grid if r["val_accuracy"] == best)  # ties: the stronger L2
+    assert fit.predict(x_val).tolist() == fit.decision_function(x_val).argmax(1).tolist()
+    # the chosen fit is the model of its own grid step, not the last (weakest) one of the walk
+    assert accuracy(fit.predict(x_train), train_y) == chosen["train_accuracy"]
+
+
+def test_l2_is_the_penalty_on_the_mean_loss():
+    """Strong L2 shrinks the weights towards 0 (predictions of the prior); weak L2 fits train."""
+    rng = np.random.default_rng(4)
+    (train, train_y), (val, val_y) = unigram_signal(rng, 200), unigram_signal(rng, 50)
+    x_train, x_val = featurize(train, "unigram", 5), featurize(val, "unigram", 5)
+    norms = {}
+    for l2 in (1e3, 1e-4):
+        fit = fit_logistic(x_train, train_y, x_val, val_y, l2_grid=(l2,), max_iter=200)
+        norms[l2] = float(np.abs(fit.model.coef_).max())
+    assert norms[1e3] < 1e-2 < norms[1e-4]
+
+
+def test_the_val_split_decides_l2():
+    """Validation labels that only a strong L2 predicts (always the majority class) pick the strongest L2."""
+    rng = np.random.default_rng(5)
+    (train, train_y), (val, _) = unigram_signal(rng, 300), unigram_signal(rng, 60)
+    x_train, x_val = featurize(train, "unigram", 5), featurize(val, "unigram", 5)
+    majority = int(np.bincount(train_y).argmax())
+    fit = fit_logistic(x_train, train_y, x_val, np.full(60, majority), l2_grid=(1e3, 1e-3), max_iter=100)
+    assert fit.l2 == 1e3
+    assert fit.grid[0]["val_accuracy"] > fit.grid[1]["val_accuracy"]
 
 
 def test_first_operator_classifier():
@@ -169,33 +183,38 @@ def test_majority_share_and_accuracy():
         accuracy(np.array([]), [])
 
 
-def test_sparse_rows_shapes_checked():
-    a = SparseRows.from_keys(np.array([0, 5]), np.array([1.0, 1.0]), n_rows=2, width=4)
-    b = SparseRows.from_keys(np.array([1]), np.array([1.0]), n_rows=1, width=4)
-    assert a.rows.tolist() == [0, 1] and a.cols.tolist() == [0, 1]
+def test_shapes_and_names_checked():
+    a = featurize([np.array([1]), np.array([2])], "unigram", vocab_size=4)
+    b = featurize([np.array([1])], "unigram", vocab_size=4)
     with pytest.raises(ValueError, match="shapes differ"):
         pair_rows(a, b)
     with pytest.raises(ValueError, match="unknown features"):
         featurize([np.array([1])], "trigram", vocab_size=3)
+    with pytest.raises(ValueError, match="empty"):
+        fit_logistic(a, [0, 1], a, [0, 1], l2_grid=())
 
 
-def test_script_end_to_end_on_generated_listops(tmp_path, monkeypatch, load_script):
-    """scripts/baselines.py on a tiny generated ListOps set (the demo sizes shrunk), then --table."""
-    script = load_script("baselines")
-    monkeypatch.setenv("HRRFORMER_CACHE", str(tmp_path / "cache"))
+def test_script_end_to_end_on_generated_listops(tmp_path, monkeypatch):
+    """python -m research.baselines on a tiny generated ListOps set (the demo sizes shrunk), then --table."""
     from hrrformer.data.listops_gen import generate_listops
+    from research import baselines
 
+    monkeypatch.setenv("HRRFORMER_CACHE", str(tmp_path / "cache"))
     data = tmp_path / "listops"
     generate_listops(data, train=200, val=60, test=60, seed=0, min_len=10, max_len=100, progress=False)
     out = tmp_path / "out"
-    assert script.main(["listops", "--data", str(data), "--buckets", "1024", "--out-dir", str(out)]) == 0
+    assert baselines.main(["listops", "--data", str(data), "--buckets", "1024", "--out-dir", str(out)]) == 0
     result = json.loads((out / "listops.json").read_text())
     assert result["sizes"] == {"train": 200, "val": 60, "test": 60}
     names = [r["baseline"] for r in result["baselines"]]
     assert names == ["first operator", "unigram logistic regression", "bigram logistic regression"]
     for record in result["baselines"]:
         assert 0 <= record["val_accuracy"] <= 1 and 0 <= record["test_accuracy"] <= 1
-    assert script.main(["--table", str(out)]) == 0
+    first = result["baselines"][0]
+    assert first["test_accuracy"] > result["majority"]["test"]  # the first operator carries signal
+    assert result["baselines"][1]["width"] == len(VOCAB) and result["baselines"][2]["width"] == 1024
+    assert result["baselines"][1]["l2"] in result["l2_grid"]
+    assert baselines.main(["--table", str(out)]) == 0
     table = (out / "baselines.md").read_text()
     assert table.count("| listops |") == 3
     assert len(json.loads((out / "baselines.json").read_text())) == 1

@@ -2,15 +2,17 @@
 
 Per task: logistic regression on normalised token/byte histograms (``unigram``) and on hashed
 adjacent-pair histograms (``bigram``), and for ListOps the first-operator classifier
-(:mod:`hrrformer.baselines`). The data comes from the package's own loader
+(:mod:`research.shallow`, scikit-learn). The data comes from the package's own loader
 (``hrrformer.train.load_data``) with the same task, preset, max_len, limit and seed as
 ``hrrformer train``, so train/val/test are the training run's splits; generated tasks
 (ListOps, Pathfinder) use the same cached data set.
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/baselines.py listops
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/baselines.py text --data ../shared/data/aclImdb_train.tar.gz
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/baselines.py binaries --data data/binaries/manifest.csv --max-len 131072
-    .venv/bin/python scripts/baselines.py --table runs/baselines     # all results → baselines.json, baselines.md
+    OMP_NUM_THREADS=1 .venv/bin/python -m research.baselines listops
+    OMP_NUM_THREADS=1 .venv/bin/python -m research.baselines text --data ../shared/data/aclImdb_train.tar.gz
+    OMP_NUM_THREADS=1 .venv/bin/python -m research.baselines binaries --data data/binaries/manifest.csv --max-len 131072
+    .venv/bin/python -m research.baselines --table runs/baselines     # all results → baselines.json, baselines.md
+
+(from the repository root; scikit-learn from research/requirements.txt).
 
 Each run writes ``OUT_DIR/<name>.json`` (default name: task, plus ``-T<max_len>`` when given).
 """
@@ -26,10 +28,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sklearn
 import torch
 from torch.utils.data import Dataset
 
-from hrrformer.baselines import (
+from hrrformer.data import TaskData
+from hrrformer.data.listops import VOCAB as LISTOPS_VOCAB
+from hrrformer.distributed import DistInfo
+from hrrformer.model import HrrformerConfig
+from hrrformer.tasks import TASKS, get_preset
+from hrrformer.train import TrainConfig, load_data
+from research.shallow import (
     FEATURES,
     L2_GRID,
     FirstOperatorClassifier,
@@ -38,12 +47,6 @@ from hrrformer.baselines import (
     fit_logistic,
     majority_share,
 )
-from hrrformer.data import TaskData
-from hrrformer.data.listops import VOCAB as LISTOPS_VOCAB
-from hrrformer.distributed import DistInfo
-from hrrformer.model import HrrformerConfig
-from hrrformer.tasks import TASKS, get_preset
-from hrrformer.train import TrainConfig, load_data
 
 LISTOPS_OPERATORS = [LISTOPS_VOCAB.index(op) for op in ("[MIN", "[MAX", "[MED", "[SM")]
 
@@ -86,23 +89,19 @@ def held_out(splits: dict) -> list[str]:
     return [name for name in ("val", "test") if name in splits]
 
 
-def logistic_record(
-    features: str, splits: dict, vocab_size: int, num_classes: int, args: argparse.Namespace
-) -> dict[str, Any]:
+def logistic_record(features: str, splits: dict, vocab_size: int, args: argparse.Namespace) -> dict[str, Any]:
     """Fit one feature set on train (L2 from ``args.l2`` chosen on val) and measure it on every split."""
     start = time.perf_counter()
     matrices = {name: featurize(seqs, features, vocab_size, args.buckets) for name, (seqs, _) in splits.items()}
     featurized = time.perf_counter()
     train, val = matrices["train"], matrices["val"]
-    fit = fit_logistic(
-        train, splits["train"][1], val, splits["val"][1], num_classes, l2_grid=args.l2, max_iter=args.max_iter
-    )
+    fit = fit_logistic(train, splits["train"][1], val, splits["val"][1], l2_grid=args.l2, max_iter=args.max_iter)
     fitted = time.perf_counter()
     record: dict[str, Any] = {
         "baseline": f"{features} logistic regression",
         "features": features,
-        "width": matrices["train"].width,
-        "nnz_train": matrices["train"].nnz,
+        "width": matrices["train"].shape[1],
+        "nnz_train": int(matrices["train"].nnz),
         "l2": fit.l2,
         "grid": fit.grid,
         "feature_seconds": round(featurized - start, 1),
@@ -149,7 +148,7 @@ def run_task(args: argparse.Namespace) -> dict[str, Any]:
         "majority": {name: majority_share(train_labels, splits[name][1]) for name in ("train", *held_out(splits))},
         "load_seconds": round(load_seconds, 1),
         "threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()}, {platform.node()}, torch {torch.__version__}",
+        "machine": f"{platform.machine()}, {platform.node()}, torch {torch.__version__}, scikit-learn {sklearn.__version__}",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join(sys.argv),
         "baselines": [],
@@ -157,7 +156,7 @@ def run_task(args: argparse.Namespace) -> dict[str, Any]:
     if args.task == "listops":
         result["baselines"].append(first_operator_record(splits))
     for features in args.features:
-        record = logistic_record(features, splits, loaded.vocab_size, loaded.num_classes, args)
+        record = logistic_record(features, splits, loaded.vocab_size, args)
         result["baselines"].append(record)
         print(f"{args.name} {features}: " + ", ".join(f"{k} {v}" for k, v in record.items() if k != "grid"))
     result["total_seconds"] = round(time.perf_counter() - start, 1)
@@ -207,7 +206,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--buckets", type=int, default=2**18, help="hashed bigram buckets (a power of two)")
     parser.add_argument("--features", nargs="+", default=list(FEATURES), choices=list(FEATURES))
     parser.add_argument("--l2", type=float, nargs="+", default=list(L2_GRID), help="L2 values to try (on val)")
-    parser.add_argument("--max-iter", type=int, default=200, help="L-BFGS iterations per L2 value")
+    parser.add_argument("--max-iter", type=int, default=200, help="L-BFGS iterations per L2 value (scikit-learn)")
     parser.add_argument("--name", help="result name (default: the task, plus -T<max_len> when --max-len is given)")
     parser.add_argument("--out-dir", default="runs/baselines", help="where to write <name>.json")
     parser.add_argument("--table", metavar="DIR", help="only collect DIR/*.json into baselines.json and baselines.md")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create (or reuse) .venv-authors: a JAX environment for running the Hrrformer authors' code
-# (scripts/authors_fixtures.py). Never used by the package: jax/flax are not hrrformer dependencies.
+# (python -m research.authors_fixtures, and research.authors_side_by_side's jax side).
+# Never used by the package: jax/flax are not hrrformer dependencies.
 # Versions are pinned to the set the committed fixtures were generated with (see docs/AUTHORS.md).
 # hrr 1.2.3 (2023-02) is the HRR library the authors' code imports as `HRR.with_flax`; it is the
 # version current when their model files were last changed (2023-05).

@@ -2,8 +2,8 @@
 
 Run in the separate JAX environment (never the package's venv)::
 
-    bash scripts/authors_venv.sh
-    .venv-authors/bin/python scripts/authors_fixtures.py --authors /path/to/Hrrformer \\
+    bash research/authors_venv.sh
+    .venv-authors/bin/python -m research.authors_fixtures --authors /path/to/Hrrformer \\
         --commit 8a127d1de653b435a803e8f0beaf876d86453b99
 
 ``--authors`` is a checkout of NeuromorphicComputationResearchProgram/Hrrformer. Each task's

@@ -1,4 +1,4 @@
-"""Tests of scripts/build_binaries.py on tiny fake ELF files (no dependency on the machine's own files)."""
+"""Tests of research/build_binaries.py on tiny fake ELF files (no dependency on the machine's own files)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import pytest
 
 
 @pytest.fixture
-def bb(load_script):
-    return load_script("build_binaries")
+def bb():
+    from research import build_binaries
+
+    return build_binaries
 
 
 def make_elf(

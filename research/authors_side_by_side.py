@@ -11,14 +11,14 @@ cross-entropy with ``nan_to_num`` per example, ``nan_to_num`` on the gradients, 
 Four sub-commands, two environments (jax is never imported by the package or its venv)::
 
     # 1. the batches: this project's generated ListOps (hrrformer.train.generated_data_dir), padded to T
-    .venv/bin/python scripts/authors_side_by_side.py batches --out runs/sbs --steps 200 --batch 32 --max-len 2000
+    .venv/bin/python -m research.authors_side_by_side batches --out runs/sbs --steps 200 --batch 32 --max-len 2000
     # 2. their side, in the JAX venv: their Network, initialize_model and train_step (imported unchanged
-    #    from <authors>/listops/hrrformer_mgpu.py, as scripts/authors_fixtures.py does), optax schedule
-    .venv-authors/bin/python scripts/authors_side_by_side.py jax --out runs/sbs --authors /tmp/authors-hrr
+    #    from <authors>/listops/hrrformer_mgpu.py, as research/authors_fixtures.py does), optax schedule
+    .venv-authors/bin/python -m research.authors_side_by_side jax --out runs/sbs --authors /tmp/authors-hrr
     # 3. our side (needs runs/sbs/init.npz, written by 2 before it trains; 2 and 3 may run at once)
-    .venv/bin/python scripts/authors_side_by_side.py torch --out runs/sbs
+    .venv/bin/python -m research.authors_side_by_side torch --out runs/sbs
     # 4. the comparison: per-step |Δloss|, parameter drift, examples/s -> runs/sbs/report.json
-    .venv/bin/python scripts/authors_side_by_side.py compare --out runs/sbs
+    .venv/bin/python -m research.authors_side_by_side compare --out runs/sbs
 
 Sizes are the ``cpu`` preset's ListOps network: dim 128, 4 heads, 1 layer, MLP d/2 (theirs), T =
 ``--max-len`` (their 2000 by default), vocabulary 17 and 10 classes (theirs). Each side uses one thread.
@@ -29,13 +29,13 @@ train rows per epoch); ``jax`` and ``torch`` then train with dropout until ``--m
 have passed, reading the same batches in the same order, log each step's loss and time, and score
 the test split in eval mode at the end. Run the two at once, one thread each::
 
-    .venv/bin/python scripts/authors_side_by_side.py data --task listops --out runs/pair-listops
-    .venv/bin/python scripts/authors_side_by_side.py data --task image --out runs/pair-image \
+    .venv/bin/python -m research.authors_side_by_side data --task listops --out runs/pair-listops
+    .venv/bin/python -m research.authors_side_by_side data --task image --out runs/pair-image \
         --path ../shared/data/cifar10_train_images.tar.gz       # 45,000 train / 5,000 held out
-    .venv-authors/bin/python scripts/authors_side_by_side.py jax --out runs/pair-listops \
+    .venv-authors/bin/python -m research.authors_side_by_side jax --out runs/pair-listops \
         --authors /tmp/authors-hrr --dropout 0.1 --minutes 60 &
-    .venv/bin/python scripts/authors_side_by_side.py torch --out runs/pair-listops --dropout 0.1 --minutes 60
-    .venv/bin/python scripts/authors_side_by_side.py compare --out runs/pair-listops   # curves.csv, report
+    .venv/bin/python -m research.authors_side_by_side torch --out runs/pair-listops --dropout 0.1 --minutes 60
+    .venv/bin/python -m research.authors_side_by_side compare --out runs/pair-listops   # curves.csv, report
 
 Timed sizes are each task's ``cpu`` preset size in the authors' network for that task
 (``TASK_NETWORKS``); B = 32; their optimiser and their task's decay rate and decay length.
@@ -47,7 +47,6 @@ import argparse
 import itertools
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -241,14 +240,14 @@ class Progress:
 
 # ------------------------------------------------------------------------------------- their side
 def run_jax(args: argparse.Namespace) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import jax
     import optax
-    from authors_fixtures import load_authors_module
     from flax import jax_utils, traverse_util
     from flax.core.frozen_dict import freeze
     from flax.training import train_state
     from flax.training.common_utils import shard, shard_prng_key
+
+    from research.authors_fixtures import load_authors_module
 
     out = Path(args.out)
     data = RunData(out)

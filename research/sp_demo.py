@@ -1,13 +1,15 @@
 """One training step of the malware-preset Hrrformer on one multi-million-byte input, split over processes.
 
-    python scripts/sp_demo.py                       # 4,194,304 bytes over 4 processes, gloo, 1 thread each
-    python scripts/sp_demo.py --bytes 262144 --procs 2
-    torchrun --nproc_per_node 4 scripts/sp_demo.py  # the same, started by torchrun
+    python -m research.sp_demo                         # 4,194,304 bytes over 4 processes, gloo, 1 thread each
+    python -m research.sp_demo --bytes 262144 --procs 2
+    torchrun --nproc_per_node 4 -m research.sp_demo    # the same, started by torchrun
+
+(from the repository root; the processes are started by :func:`research.launch.launch_local`).
 
 Model: vocab 257 (bytes + 1; 0 = padding), dim 256, 8 heads (head size 32), 1 layer, MLP 512,
 CLS pooling, dropout 0.1, 2 classes: the paper's malware model. Each process holds T/G bytes of
 the input (hrrformer.parallel.shard_sequence), the HRR attention sums β and the softmax
-normaliser over the processes (hrrformer.parallel.sp_hrr_attention), the CLS vector is broadcast
+normaliser over the processes (hrrformer.hrr_attention with group=...), the CLS vector is broadcast
 from rank 0, and after backward the parameter gradients are all-reduced
 (hrrformer.parallel.reduce_sequence_parallel_gradients) before one Adam step.
 
@@ -62,11 +64,11 @@ from hrrformer.parallel import (
     ShardedPositionEmbedding,
     communicated_bytes,
     enable_sequence_parallel,
-    launch_local,
     reduce_sequence_parallel_gradients,
     shard_position_embedding,
     shard_sequence,
 )
+from research.launch import launch_local
 
 
 def build_model(config: HrrformerConfig, group, local_length: int) -> Hrrformer:

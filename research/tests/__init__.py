@@ -1,0 +1,1 @@
+"""Tests of the research code (collected by ``python -m pytest`` from the repository root)."""
