@@ -203,3 +203,19 @@ def test_the_compiled_model_gives_the_eager_outputs_and_gradients():
     tokens, _ = _batch()
     with torch.no_grad():
         torch.testing.assert_close(compiled(tokens), model(tokens), rtol=1e-5, atol=1e-6)
+
+
+def test_the_listops_cpu_preset_trains_in_bf16_and_amp_none_turns_it_off():
+    import argparse
+
+    from hrrformer.train import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+
+    def amp(*args: str) -> str:
+        return config_from_args(parser.parse_args(["--task", "listops", *args])).amp
+
+    assert amp("--preset", "cpu") == "bf16"
+    assert amp("--preset", "cpu", "--amp", "none") == "none"
+    assert amp("--preset", "demo") == "none"  # presets not measured in bf16 keep float32
