@@ -1,6 +1,7 @@
 """``hrrformer bench``: the worker, and the command end to end (no timings). The authors' formulation
 (``hrr-reference``) is research code: research/tests/test_authors_attention.py."""
 
+import argparse
 import csv
 import json
 import math
@@ -14,7 +15,9 @@ from hrrformer import cli
 from hrrformer.attention import hrr_attention_reference
 from hrrformer.bench import (
     CSV_COLUMNS,
+    _model_option,
     _model_tasks,
+    _row,
     _worker_env,
     model_config_for,
     peak_gflops,
@@ -233,6 +236,24 @@ def test_every_task_model_runs_a_step(task, method):
     assert (result["seq_len"], result["batch"]) == (12, 2)
     assert result["tokens"] == 2 * 12 * (2 if bench_model_for(task).pair else 1)
     assert result["flops"] > 0
+
+
+def test_set_puts_model_options_on_the_preset_and_in_the_row():
+    """--set FIELD=VALUE: parsed as JSON (else a string), checked against HrrformerConfig, applied by the
+    worker (more parameters with the parts) and written to the row's options column."""
+    assert _model_option("short_conv=4") == ("short_conv", 4)
+    assert _model_option("output_gate=true") == ("output_gate", True)
+    assert _model_option("pos_embedding=sinusoidal") == ("pos_embedding", "sinusoidal")
+    with pytest.raises(argparse.ArgumentTypeError, match="HrrformerConfig field"):
+        _model_option("no_such_field=1")
+    spec = dict(kind="model", task="listops", method="hrr", seq_len=12, batch=2, dim=0, heads=0, mode="train")
+    spec.update(dtype="float32", warmup=0, repeats=1, count_flops=True)
+    plain, parts = measure(spec), measure({**spec, "model_options": {"short_conv": 4, "output_gate": True}})
+    assert plain["status"] == parts["status"] == "ok"
+    assert parts["flops"] > plain["flops"]  # the gate's E × E projection
+    args = argparse.Namespace(malloc="keep")
+    row = _row({**spec, "compile": False, "model_options": {"short_conv": 4}}, parts, args, "cpu", None)
+    assert row["options"] == "short_conv=4"
 
 
 def test_model_all_is_every_task():

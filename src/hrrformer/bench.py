@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -55,6 +56,7 @@ from typing import Any
 from . import kinds
 from .bench_methods import METHODS, MODEL_ATTENTIONS, MODEL_TASKS, bench_model_for, load_function, model_config_for
 from .bench_profile import top_costs
+from .config import HrrformerConfig
 from .perf import keep_freed_memory_env
 from .tasks import TASKS
 
@@ -97,6 +99,7 @@ CSV_COLUMNS = (
     "examples_per_s",
     "tokens_per_s",
     "chunk_size",
+    "options",
     "gflop_per_step",
     "achieved_gflops",
     "pct_of_peak",
@@ -312,6 +315,7 @@ def _row(
         threads=result.get("threads", spec.get("threads") or ""),
         model=spec.get("task", "") or "",
         chunk_size=spec.get("chunk_size") or "",
+        options=" ".join(f"{k}={json.dumps(v)}" for k, v in spec.get("model_options", {}).items()),
         note=str(result.get("note", "") or "").replace("\n", " "),
     )
     if result["status"] != "ok":
@@ -366,6 +370,8 @@ def _progress_line(row: dict[str, Any]) -> str:
     head = f"{row['method']:<14} T={int(row['seq_len']):>7,}  {row['mode']:<7} {row['dtype']:<8}"
     if row.get("model"):
         head = f"{row['model']:<11} B={row['batch']:<3} {head}"
+    if row.get("options"):
+        head = f"{head} [{row['options']}]"
     if row["status"] != "ok":
         return f"{head} {row['status']:<8} {row['note']}"
     text = (
@@ -535,6 +541,18 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _model_option(text: str) -> tuple[str, Any]:
+    """``FIELD=VALUE`` → (field, value): VALUE as JSON (4, 0.5, true, null) or else as a string."""
+    name, sep, value = text.partition("=")
+    fields = {f.name for f in dataclasses.fields(HrrformerConfig)}
+    if not sep or name not in fields:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE with an HrrformerConfig field, got {text!r}")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
 def _name_list(text: str) -> list[str]:
     return list(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
 
@@ -648,6 +666,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --model: sequence chunking, each block run over N positions at a time (hrr only)",
     )
     parser.add_argument(
+        "--set",
+        dest="model_options",
+        type=_model_option,
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="with --model: a model option over the preset's (an HrrformerConfig field; repeatable), "
+        "e.g. --set short_conv=4 --set output_gate=true",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="with --model: profile a few steps; top ops by self CPU time in DIR/profile_*.json and top_costs",
@@ -745,6 +773,7 @@ def _model_specs(args: argparse.Namespace, common: dict[str, Any]) -> list[dict[
         bench = bench_model_for(task)
         shared = dict(common, kind="model", task=task, dim=bench.config.dim, heads=bench.config.heads, mode="train")
         shared.update(batch=args.batch or bench.batch, chunk_size=args.chunk_size, count_flops=True)
+        shared["model_options"] = dict(args.model_options)
         shared["profile"] = bool(args.profile)
         for t in sorted(set(args.seq_lens or [bench.seq_len])):
             specs += [{**shared, "seq_len": t, "dtype": d, "method": m} for d in args.dtype for m in methods]

@@ -337,6 +337,8 @@ class _ModelWorkload(_Workload):
         batch = spec.get("batch") or bench.batch
         seq_len = spec.get("seq_len") or bench.seq_len
         config.chunk_size = spec.get("chunk_size")
+        for name, value in spec.get("model_options", {}).items():  # --set FIELD=VALUE
+            setattr(config, name, value)
         config.max_len = max(config.max_len, seq_len)
         config.__post_init__()  # re-validate after the overrides
         g = torch.Generator(device="cpu").manual_seed(spec.get("seed", 0))
