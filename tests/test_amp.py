@@ -205,7 +205,8 @@ def test_the_compiled_model_gives_the_eager_outputs_and_gradients():
         torch.testing.assert_close(compiled(tokens), model(tokens), rtol=1e-5, atol=1e-6)
 
 
-def test_the_listops_cpu_preset_trains_in_bf16_and_amp_none_turns_it_off():
+@pytest.mark.parametrize("task", ["listops", "text"])
+def test_these_cpu_presets_train_in_bf16_and_amp_none_turns_it_off(task):
     import argparse
 
     from hrrformer.train import add_arguments, config_from_args
@@ -214,7 +215,7 @@ def test_the_listops_cpu_preset_trains_in_bf16_and_amp_none_turns_it_off():
     add_arguments(parser)
 
     def amp(*args: str) -> str:
-        return config_from_args(parser.parse_args(["--task", "listops", *args])).amp
+        return config_from_args(parser.parse_args(["--task", task, *args])).amp
 
     assert amp("--preset", "cpu") == "bf16"
     assert amp("--preset", "cpu", "--amp", "none") == "none"
