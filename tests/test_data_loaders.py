@@ -724,7 +724,7 @@ def test_packed_items_are_long_and_shifted():
 
 
 def test_registry_and_unknown_task(tmp_path):
-    assert set(TASKS) == {"listops", "text", "retrieval", "imdb-pairs", "image", "pathfinder", "binaries"}
+    assert set(TASKS) == {"listops", "text", "retrieval", "imdb-pairs", "image", "pathfinder", "binaries", "mqar"}
     with pytest.raises(DataError, match="unknown task 'cifar'; valid tasks: listops, text, retrieval"):
         load_task("cifar", tmp_path)
     with pytest.raises(ValueError, match="val_fraction"):

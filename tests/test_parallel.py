@@ -19,6 +19,9 @@ import torch
 import torch.distributed as dist
 
 from hrrformer import Hrrformer, HrrformerConfig, hrr_attention
+from hrrformer.data.base import PositionDataset
+from hrrformer.distributed import DistInfo, average_gradients
+from hrrformer.forward import batch_loss, batch_totals, evaluate, forward_batch
 from hrrformer.model import masked_mean
 from hrrformer.ops.hrr_attention import SequenceReduction
 from hrrformer.parallel import (
@@ -135,6 +138,60 @@ def _check_model(
             torch.testing.assert_close(q.grad[:rows], p.grad[table.start : table.start + rows], **TOL, msg=name)
         else:
             torch.testing.assert_close(q.grad, p.grad, **TOL, msg=name)
+
+
+def _check_positions(
+    rank: int, world_size: int, first_chunk_only: bool = False, chunk_size: int | None = None, **overrides
+) -> None:
+    """pooling="none": each rank's logits (B, T_local, C) are the one-process logits of its positions,
+    and the trainer's path (forward_batch with labels −100 where nothing is asked, batch_loss,
+    batch_totals, average_gradients with replicated_loss=False) gives the one-process mean loss,
+    accuracy and gradient; evaluate gives its accuracy, loss and sequence accuracy. ``first_chunk_only``: every label in rank 0's chunk, the others have none."""
+    group = dist.group.WORLD
+    torch.manual_seed(0)
+    ref = Hrrformer(_tiny_config(pooling="none", **overrides)).double()
+    sp = enable_sequence_parallel(copy.deepcopy(ref), group)
+    for block in sp.encoder.blocks:  # sequence chunking inside each rank's part
+        block.chunk_size = chunk_size
+    tokens = _model_tokens()
+    mask = tokens == 0
+    local, offset, _ = shard_sequence(tokens, group)
+    full, mine = ref(tokens), sp(local)  # (B, T, C), (B, T_local, C)
+    real = ~mask[:, offset : offset + local.shape[1]]  # this rank's real positions (not padding)
+    torch.testing.assert_close(mine[:, : real.shape[1]][real], full[:, offset : offset + real.shape[1]][real], **TOL)
+
+    g = torch.Generator().manual_seed(5)
+    labels = torch.randint(0, ref.config.num_classes, tokens.shape, generator=g)
+    labels[(torch.rand(tokens.shape, generator=g) < 0.4) | mask] = -100
+    if first_chunk_only:
+        labels[:, local.shape[1] :] = -100
+    batch = {"tokens": tokens, "mask": mask, "labels": labels}
+    info = DistInfo(rank=rank, world_size=world_size, sequence_parallel=world_size, sp_group=group)
+    expected, scores = (
+        forward_batch(ref, batch, torch.device("cpu")),
+        forward_batch(sp, batch, torch.device("cpu"), group),
+    )
+    assert scores.split and scores.rows == expected.rows == int((labels != -100).sum())
+    ref_loss, loss = batch_loss(expected), batch_loss(scores)
+    (ref_total, ref_correct), (total, correct) = (
+        batch_totals(expected, ref_loss, DistInfo()),
+        batch_totals(scores, loss, info),
+    )
+    assert total == pytest.approx(ref_total, rel=1e-6) and correct == ref_correct
+    lengths = (~mask).sum(1).tolist()
+    dataset = PositionDataset(
+        [tokens[i, :n] for i, n in enumerate(lengths)], [labels[i, :n] for i, n in enumerate(lengths)]
+    )
+    cpu, classes = torch.device("cpu"), ref.config.num_classes
+    expected_eval = evaluate(ref, dataset, batch_size=2, device=cpu, num_classes=classes)
+    got = evaluate(sp, dataset, batch_size=2, device=cpu, num_classes=classes, info=info)
+    assert got == pytest.approx(expected_eval, rel=1e-6) and got["positions"] == scores.rows  # each counted once
+    ref_loss.backward()
+    loss.backward()
+    average_gradients(sp, info, replicated_loss=False)
+    sp_params = dict(sp.named_parameters())
+    for name, p in ref.named_parameters():
+        torch.testing.assert_close(sp_params[name].grad, p.grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
 def _group_of_one(rank: int, world_size: int) -> None:
@@ -310,6 +367,11 @@ SCENARIOS = {
         r, w, pooling="mean", causal=True, short_conv=4, output_gate=True, activation_checkpointing=True
     ),
     "model_parts_bf16": lambda r, w: _model_under_autocast(r, w, pooling="cls", short_conv=4, output_gate=True),
+    "positions_causal_parts": lambda r, w: _check_positions(r, w, causal=True, short_conv=4),
+    "positions_chunked_variants": lambda r, w: _check_positions(
+        r, w, short_conv=3, output_gate=True, hrr_output="retrieved", chunk_size=2
+    ),
+    "positions_on_one_rank_only": lambda r, w: _check_positions(r, w, first_chunk_only=True, causal=True),
     "halo": _halo,
     "mean_pool": _mean_pool,
     "group_of_one": _group_of_one,
@@ -325,6 +387,7 @@ RUN_ON_FOUR = (
     "model_bf16",
     "model_parts_wide_halo",
     "model_causal_parts_chunked",
+    "positions_causal_parts",
     "halo",
 )
 

@@ -99,6 +99,30 @@ def test_data_parallel_times_sequence_parallel_matches_one_process(listops_dir, 
     assert_same_training(run, single_run, world_size=4)
 
 
+def test_a_per_position_task_over_two_sequence_parallel_ranks_matches_one_process(tmp_path):
+    """MQAR (labels per position): each rank scores its own positions; the loss terms, counts and
+    gradients combine over the group (hrrformer.forward) into the one process's training."""
+    from hrrformer.data.mqar import generate_mqar
+
+    data = tmp_path / "mqar"
+    generate_mqar(data, train=32, val=8, test=8, vocab_size=64, seq_len=16, kv_pairs=2, seed=0)
+    args = ["train", "--task", "mqar", "--data", str(data), *COMMON, "--batch-size", "8", "--short-conv", "3"]
+    single, sp = tmp_path / "single", tmp_path / "sp2"
+    assert main([*args, "--out", str(single)]) == 0
+    result = torchrun([*args, "--out", str(sp), "--sequence-parallel", "2"], 2)
+    assert result.returncode == 0, result.stderr
+    for key in ("loss", "accuracy", "grad_norm"):
+        got, expected = ([r[key] for r in records(run, "train")] for run in (sp, single))
+        assert len(got) == 4 and got == pytest.approx(expected, rel=1e-4, abs=1e-6), key
+    summary, expected = (json.loads((run / "summary.json").read_text()) for run in (sp, single))
+    for key in ("test_accuracy", "test_sequence_accuracy", "test_positions", "test_examples", "val_sequence_accuracy"):
+        assert summary[key] == pytest.approx(expected[key], rel=1e-6), key
+    assert summary["test_positions"] == 16 and summary["sequence_parallel"] == 2
+    ((epoch,), (expected_epoch,)) = (records(run, "epoch") for run in (sp, single))
+    assert epoch["examples"] == expected_epoch["examples"] == 32  # sequences, each counted once
+    assert epoch["val_loss"] == pytest.approx(expected_epoch["val_loss"], rel=1e-4)
+
+
 def test_a_grid_that_does_not_divide_the_world_fails_at_once(listops_dir, tmp_path):
     result = torchrun(train_args(listops_dir, tmp_path / "bad", "--sequence-parallel", "3"), 2, timeout=60)
     assert result.returncode != 0

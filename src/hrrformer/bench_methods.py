@@ -98,7 +98,11 @@ DATA_SHAPES: dict[str, DataShape] = {
     "image": DataShape(BYTE_VOCAB, 10),
     "pathfinder": DataShape(BYTE_VOCAB, 2),
     "binaries": DataShape(BYTE_VOCAB, 2),
+    "mqar": DataShape(8192, 8192),  # Zoology's V = 8,192: every token id, and a value per query
 }
+#: Per-position models (``pooling="none"``) are timed with one labelled position in this many (MQAR at
+#: T = 64 with 4 pairs asks 4 queries); the head runs at those positions only, as in training.
+QUERY_EVERY = 16
 #: ``--model`` names that are not tasks: name → (task, preset). ``malware``: the authors' paper-sized
 #: binaries network (T = 16,384, dim 256, 8 heads, one layer, batch 4).
 MODEL_ALIASES: dict[str, tuple[str, str]] = {"malware": ("binaries", "paper")}
@@ -350,7 +354,14 @@ class _ModelWorkload(_Workload):
         documents = 2 if bench.pair else 1
         # tokens, or tokens_a and tokens_b: (B, T) each
         self.tokens = tuple(_random_tokens(config, batch, seq_len, g).to(device) for _ in range(documents))
-        self.labels = torch.randint(0, config.num_classes, (batch,), generator=g).to(device)
+        # per position: a (B, T) mask of the labelled positions and their labels (N,); else (B,)
+        self.positions = None
+        if config.pooling == "none":
+            t = torch.arange(seq_len)
+            labelled = (t % QUERY_EVERY == QUERY_EVERY - 1) | (t == seq_len - 1)  # at least one per sequence
+            self.positions = labelled.expand(batch, seq_len).to(device)
+        rows = batch if self.positions is None else int(self.positions.sum())
+        self.labels = torch.randint(0, config.num_classes, (rows,), generator=g).to(device)
         self.forward = torch.compile(self.model) if spec.get("compile") else self.model
         self.autocast = dtype in (torch.bfloat16, torch.float16)
         self.dtype, self.device_type = dtype, device.type
@@ -374,8 +385,9 @@ class _ModelWorkload(_Workload):
         self._loss(self.model).backward()
 
     def _loss(self, forward: Callable[..., torch.Tensor]) -> torch.Tensor:
+        extra = {} if self.positions is None else {"positions": self.positions}
         with torch.autocast(self.device_type, dtype=self.dtype, enabled=self.autocast):
-            logits = forward(*self.tokens)  # (B, C)
+            logits = forward(*self.tokens, **extra)  # (B, C), or (N, C) at the labelled positions
         return F.cross_entropy(logits.float(), self.labels)
 
 

@@ -35,15 +35,21 @@ class HrrformerConfig:
     layers: int = option(1, "encoder blocks")
     mlp_dim: int | None = option(None, "hidden units of each block's MLP (none: 2 × --dim)")
     dropout: float = option(0.1, "dropout probability, in [0, 1)")
-    pos_embedding: Literal["learned", "sinusoidal"] = option(
-        "learned", "positions: a learned table (max_len × dim) or fixed sinusoids (no table)"
+    pos_embedding: Literal["learned", "sinusoidal", "none"] = option(
+        "learned",
+        "positions: a learned table (max_len × dim), fixed sinusoids (no table), or none (order only from "
+        "--causal and --short-conv, as Zoology's MQAR models)",
     )
     norm: Literal["pre", "post", "pre_mlp"] = option(
         "pre",
         "LayerNorm before (pre) or after (post) each residual branch, or before the MLP only "
         "(pre_mlp: x + attn(x), x + MLP(LN x), the authors' ListOps and Pathfinder)",
     )
-    pooling: Literal["mean", "cls"] = option("mean", "classify the mean over real tokens or a CLS token")
+    pooling: Literal["mean", "cls", "none"] = option(
+        "mean",
+        "classify the mean over real tokens or a CLS token, or none: logits at every position (B, T, C), "
+        "for tasks labelled per position (mqar)",
+    )
     num_classes: int = option(2, "number of classes (set from the data)", **_DATA)
     attention: str = option(
         "hrr", "the attention: " + "; ".join(f"{k.name}, {k.help}" for k in kinds.KINDS.values()), choices=kinds.KINDS

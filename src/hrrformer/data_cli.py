@@ -1,4 +1,4 @@
-"""Generate and inspect data: ``hrrformer data listops|pathfinder|inspect``."""
+"""Generate and inspect data: ``hrrformer data listops|pathfinder|mqar|inspect``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     path.add_argument("--seed", type=int, default=0)
     path.add_argument("--contour-length", type=int, default=14)
     path.add_argument("--workers", type=int, default=1, help="processes")
+
+    mqar = sub.add_parser("mqar", help="generate multi-query associative recall (Zoology's MQAR) as .npz files")
+    mqar.add_argument("--out", required=True, help="folder for {train,val,test}.npz (inputs, labels: (N, T) int64)")
+    mqar.add_argument("--vocab", type=int, default=8192, help="vocabulary size V (keys below V/2, values above)")
+    mqar.add_argument("--seq-len", type=int, default=64, help="sequence length T (even, < V)")
+    mqar.add_argument("--kv-pairs", type=int, default=4, help="key-value pairs per sequence (4·pairs ≤ T)")
+    mqar.add_argument("--train", type=int, default=100_000)
+    mqar.add_argument("--val", type=int, default=3_000)
+    mqar.add_argument("--test", type=int, default=3_000)
+    mqar.add_argument("--seed", type=int, default=0)
 
     inspect = sub.add_parser("inspect", help="counts, lengths, vocabulary, a sample and problems of a data set")
     inspect.add_argument("path", help="the data in the task's format")
@@ -64,6 +74,23 @@ def run(args: argparse.Namespace) -> int:
             )
             print(
                 f"wrote {info['n']} images ({info['positives']} positive) under {info['root']}: {info['images_per_second']:.0f} images/s"
+            )
+        elif args.data_command == "mqar":
+            from .data.mqar import generate_mqar
+
+            info = generate_mqar(
+                args.out,
+                train=args.train,
+                val=args.val,
+                test=args.test,
+                vocab_size=args.vocab,
+                seq_len=args.seq_len,
+                kv_pairs=args.kv_pairs,
+                seed=args.seed,
+            )
+            print(
+                f"wrote {info['train']}/{info['val']}/{info['test']} sequences (V={info['vocab_size']}, "
+                f"T={info['seq_len']}, {info['kv_pairs']} pairs) to {args.out}"
             )
         else:
             from .data import load_task

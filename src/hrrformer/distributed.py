@@ -31,6 +31,7 @@ __all__ = [
     "check_grid",
     "dp_all_reduce_sum",
     "setup_distributed",
+    "sp_all_reduce_sum",
     "teardown_distributed",
 ]
 
@@ -142,16 +143,26 @@ def dp_all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return tensor
 
 
-def average_gradients(model: nn.Module, info: DistInfo) -> None:
+def sp_all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum a tensor over the sequence-parallel group, in place: per-batch statistics whose ranks
+    each hold a part (a per-position task's positions) become the batch's on every rank of the group."""
+    if info.sequence_parallel > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=info.sp_group)
+    return tensor
+
+
+def average_gradients(model: nn.Module, info: DistInfo, replicated_loss: bool = True) -> None:
     """The gradient of the global batch's mean loss on every rank, when training without DDP.
 
-    After ``backward``, rank (dp, sp) holds its share of ∇(Σ_sp loss_dp) (see
-    :mod:`hrrformer.parallel`): the sum of the shares over a sequence-parallel group is
-    SP · ∇loss_dp, since each of its ranks computes the same loss on the same batch. So one
-    all-reduce (sum) over the whole world divided by the world size gives
+    After ``backward``, rank (dp, sp) holds its share of ∇(Σ_sp loss_(dp, sp)) (see
+    :mod:`hrrformer.parallel`). A classifier's ranks compute the same loss on the same batch
+    (``replicated_loss``), so the sum of the shares over a sequence-parallel group is
+    SP · ∇loss_dp, and one all-reduce (sum) over the whole world divided by the world size gives
     Σ_dp SP · ∇loss_dp / (DP · SP) = mean_dp ∇loss_dp — the same as
     ``reduce_sequence_parallel_gradients`` over each SP group followed by a mean over each DP
-    group, in one collective instead of two. Every parameter must be replicated (a
+    group, in one collective instead of two. A per-position loss is split instead (each rank's
+    term is its positions' share of the batch's mean, the terms of a group summing to loss_dp;
+    ``replicated_loss=False``): the sum over the world is then divided by DP only. Every parameter must be replicated (a
     :class:`~hrrformer.model.ShardedPositionEmbedding` is refused); a parameter a rank did
     not use (the CLS vector off sp rank 0) counts as a zero gradient. One all-reduce per
     (dtype, device).
@@ -170,7 +181,7 @@ def average_gradients(model: nn.Module, info: DistInfo) -> None:
     for params in buckets.values():
         flat = torch.cat([p.grad.reshape(-1) for p in params])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        flat.div_(info.world_size)
+        flat.div_(info.world_size if replicated_loss else info.dp_size)
         offset = 0
         for p in params:
             n = p.grad.numel()

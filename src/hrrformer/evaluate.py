@@ -10,7 +10,9 @@ classes (a subset is fine; an unknown class is an error listing the run's).
 The report (printed, and written to ``--out``, default ``RUN_DIR/eval-<data>-<split>.json``):
 accuracy, loss, the confusion matrix (rows = true class, in the order of ``class_names``),
 per-class precision/recall/F1, the numbers of examples and skipped inputs, and for two classes
-ROC AUC and the detection rate at 1 % and 0.1 % false-positive rate.
+ROC AUC and the detection rate at 1 % and 0.1 % false-positive rate. For a run labelled per
+position (``pooling="none"``, MQAR): accuracy and loss over the labelled positions, their number,
+and the fraction of sequences whose queries are all right (:func:`hrrformer.metrics.position_report`).
 """
 
 from __future__ import annotations
@@ -19,23 +21,26 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .batching import evaluation_batches, length_keys
 from .checkpoint import CheckpointError
-from .data.base import DataError, TokenDataset
+from .data.base import IGNORE_INDEX, DataError, TokenDataset
 from .data.load import load_task_data
 from .data.selection import SPLIT_CHOICES, default_split, map_to_classes, select_split
-from .forward import batch_collate, forward_batch, resolve_device
-from .metrics import classification_report
+from .forward import Scores, batch_collate, forward_batch, resolve_device
+from .metrics import classification_report, position_report
 from .rundir import TrainConfig, load_run
 
-__all__ = ["EvalData", "load_for_run", "model_outputs", "run_report"]
+__all__ = ["EvalData", "PositionOutputs", "load_for_run", "model_outputs", "position_outputs", "run_report"]
 
 
 @dataclass
@@ -87,23 +92,32 @@ def load_for_run(
     return EvalData(dataset, split, path, list(class_names), dict(data.skipped))
 
 
-@torch.no_grad()
-def model_outputs(
-    model: torch.nn.Module, dataset: TokenDataset, *, batch_size: int, device: torch.device, progress: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (N, C) float32 and labels (N,) of every example, in the dataset's order.
-
-    Batches are sorted by length (less padding); the model is run in eval mode."""
+def _scored_batches(
+    model: torch.nn.Module, dataset: TokenDataset, *, batch_size: int, device: torch.device, progress: bool
+) -> Iterator[tuple[list[int], dict[str, torch.Tensor], Scores]]:
+    """(the examples' indices, the collated batch, its :class:`~hrrformer.forward.Scores`) of every
+    batch, sorted by length (less padding), the model in eval mode and without gradients."""
     was_training = model.training
     model.eval()
     batches = evaluation_batches(range(len(dataset)), length_keys(dataset), batch_size)
     loader = DataLoader(dataset, batch_sampler=batches, collate_fn=batch_collate(model, 1))
-    logits, labels = [], []
-    for batch in tqdm(loader, desc="eval", leave=False, disable=not progress):
-        logits.append(forward_batch(model, batch, device).float().cpu())
-        labels.append(batch["labels"])
-    model.train(was_training)
-    order = torch.tensor([i for b in batches for i in b], dtype=torch.long)
+    try:
+        for indices, batch in zip(batches, tqdm(loader, desc="eval", leave=False, disable=not progress)):
+            with torch.no_grad():
+                yield indices, batch, forward_batch(model, batch, device)
+    finally:
+        model.train(was_training)
+
+
+def model_outputs(
+    model: torch.nn.Module, dataset: TokenDataset, *, batch_size: int, device: torch.device, progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (N, C) float32 and labels (N,) of every example, in the dataset's order (a classifier)."""
+    logits, labels, order = [], [], []
+    for indices, _, scores in _scored_batches(model, dataset, batch_size=batch_size, device=device, progress=progress):
+        logits.append(scores.logits.cpu())
+        labels.append(scores.labels.cpu())
+        order.extend(indices)
     out_logits = torch.empty(len(dataset), logits[0].shape[-1] if logits else 0)
     out_labels = torch.empty(len(dataset), dtype=torch.long)
     if logits:
@@ -111,18 +125,77 @@ def model_outputs(
     return out_logits, out_labels
 
 
+class PositionOutputs(NamedTuple):
+    """A per-position model's answers at every labelled position of a dataset, one row each, sorted
+    by (example, position): each (N,). The logits themselves (N × classes) are not kept."""
+
+    sequence: torch.Tensor  # the example's index in the dataset
+    position: torch.Tensor  # the position in it
+    label: torch.Tensor
+    prediction: torch.Tensor  # the arg max
+    probability: torch.Tensor  # the prediction's softmax probability
+    loss: torch.Tensor  # the cross-entropy at the position
+    num_sequences: int
+
+
+def position_outputs(
+    model: torch.nn.Module, dataset: TokenDataset, *, batch_size: int, device: torch.device, progress: bool = False
+) -> PositionOutputs:
+    """The :class:`PositionOutputs` of a per-position model on ``dataset``."""
+    columns: list[list[torch.Tensor]] = [[] for _ in range(6)]
+    for indices, batch, scores in _scored_batches(
+        model, dataset, batch_size=batch_size, device=device, progress=progress
+    ):
+        where = (batch["labels"] != IGNORE_INDEX).nonzero()  # (n, 2): row in the batch, position
+        log_p = scores.logits.log_softmax(-1)  # (n, C)
+        top, prediction = log_p.max(-1)
+        loss = F.nll_loss(log_p, scores.labels, reduction="none")
+        found = (torch.as_tensor(indices)[where[:, 0]], where[:, 1], scores.labels, prediction, top.exp(), loss)
+        for column, values in zip(columns, found):
+            column.append(values.cpu())
+    sequence, position, label, prediction, probability, loss = (
+        torch.cat(c) if c else torch.zeros(0, dtype=torch.long) for c in columns
+    )
+    order = torch.argsort(sequence * (position.max() + 1 if len(position) else 1) + position)
+    rows = (sequence[order], position[order], label[order], prediction[order], probability[order], loss[order])
+    return PositionOutputs(*rows, num_sequences=len(dataset))
+
+
 def run_report(model: torch.nn.Module, data: EvalData, *, batch_size: int, device: torch.device) -> dict:
     """The eval report of ``model`` on ``data`` (see the module docstring)."""
-    logits, labels = model_outputs(model, data.dataset, batch_size=batch_size, device=device, progress=True)
     report = {"data": data.path, "split": data.split}
-    report.update(classification_report(logits, labels, data.class_names))
+    if data.dataset.per_position:
+        out = position_outputs(model, data.dataset, batch_size=batch_size, device=device, progress=True)
+        report.update(position_report(out.prediction, out.label, out.loss, out.sequence, out.num_sequences))
+    else:
+        logits, labels = model_outputs(model, data.dataset, batch_size=batch_size, device=device, progress=True)
+        report.update(classification_report(logits, labels, data.class_names))
     report["skipped_inputs"] = sum(data.skipped.values())
     report["skipped"] = data.skipped
     return report
 
 
+def _show(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def format_position_report(report: dict) -> str:
+    """A per-position report in two lines: accuracy over the queries, and per sequence."""
+    lines = [
+        f"{report['data']} [{report['split']}]: {report['examples']:,} sequences, {report['positions']:,} "
+        f"labelled positions: accuracy {_show(report['accuracy'])}, loss {_show(report['loss'])}",
+        f"sequences with every query right: {_show(report['sequence_accuracy'])} "
+        f"(of {report['sequences_with_queries']:,} with a query)",
+    ]
+    if report["skipped_inputs"]:
+        lines.append(f"skipped inputs: {report['skipped']}")
+    return "\n".join(lines)
+
+
 def format_report(report: dict) -> str:
     """A short human-readable summary: accuracy, the confusion matrix with names, per-class scores."""
+    if "positions" in report:
+        return format_position_report(report)
     names = report["class_names"]
     width = max(9, *(len(n) for n in names))  # a column
     first = max(len("true \\ predicted"), *(len(n) for n in names)) + 2  # the row labels
@@ -133,18 +206,16 @@ def format_report(report: dict) -> str:
         n.ljust(first) + " ".join(str(v).rjust(width) for v in row) for n, row in zip(names, report["confusion_matrix"])
     ]
 
-    def show(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.4f}"
-
     lines.append("class".ljust(first) + " ".join(h.rjust(width) for h in ("precision", "recall", "f1", "support")))
     for name, s in report["per_class"].items():
-        cells = (show(s["precision"]), show(s["recall"]), show(s["f1"]), str(s["support"]))
+        cells = (_show(s["precision"]), _show(s["recall"]), _show(s["f1"]), str(s["support"]))
         lines.append(name.ljust(first) + " ".join(c.rjust(width) for c in cells))
     if "roc_auc" in report:
         rates = ", ".join(
-            f"{float(k):.1%} FPR: {show(v and v['detection_rate'])}" for k, v in report["detection_rate_at_fpr"].items()
+            f"{float(k):.1%} FPR: {_show(v and v['detection_rate'])}"
+            for k, v in report["detection_rate_at_fpr"].items()
         )
-        lines.append(f"ROC AUC {show(report['roc_auc'])}; detection rate ({report['positive_class']}) at {rates}")
+        lines.append(f"ROC AUC {_show(report['roc_auc'])}; detection rate ({report['positive_class']}) at {rates}")
     if report["skipped_inputs"]:
         lines.append(f"skipped inputs: {report['skipped']}")
     return "\n".join(lines)

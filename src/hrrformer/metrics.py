@@ -1,5 +1,6 @@
 """Classification metrics in plain numpy: confusion matrix, per-class precision/recall/F1, and for
-two classes ROC AUC and the detection rate at a fixed false-positive rate (as EMBER reports).
+two classes ROC AUC and the detection rate at a fixed false-positive rate (as EMBER reports); for
+tasks labelled per position (MQAR), accuracy over the labelled positions and per sequence.
 
 Conventions: confusion rows are the true class, columns the predicted one. For two classes the
 positive class is class 1 (``malicious`` after ``benign``, ``pos`` after ``neg``) and the score
@@ -20,8 +21,11 @@ __all__ = [
     "classification_report",
     "confusion_matrix",
     "detection_rate_at_fpr",
+    "misses_per_sequence",
     "per_class_scores",
+    "position_report",
     "roc_auc",
+    "sequences_all_right",
 ]
 
 #: False-positive rates at which two-class reports give the detection rate (1 % and 0.1 %).
@@ -110,3 +114,41 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, class_name
         report["roc_auc"] = roc_auc(scores, positives)
         report["detection_rate_at_fpr"] = {str(f): detection_rate_at_fpr(scores, positives, f) for f in FPR_TARGETS}
     return report
+
+
+def misses_per_sequence(hit: torch.Tensor, sequences: torch.Tensor, n: int) -> torch.Tensor:
+    """(n,) float64: the wrong rows of each of n sequences, from ``hit`` (N,) bool (a labelled
+    position answered right) and ``sequences`` (N,) (the sequence of each position)."""
+    misses = torch.zeros(n, dtype=torch.float64, device=hit.device)
+    return misses.index_add_(0, sequences, (~hit).to(torch.float64))
+
+
+def sequences_all_right(misses: torch.Tensor, asked: torch.Tensor) -> tuple[int, int]:
+    """(sequences with a question, those of them whose questions are all answered right), from the
+    misses (n,) and the number of labelled positions (n,) of each sequence."""
+    scored = asked > 0
+    return int(scored.sum()), int((scored & (misses == 0)).sum())
+
+
+def position_report(
+    predictions: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor, sequences: torch.Tensor, num_sequences: int
+) -> dict:
+    """The metrics of a per-position task as a JSON-ready dict, from one row per labelled position:
+    ``predictions`` (N,) the predicted classes, ``labels`` (N,), ``losses`` (N,) the cross-entropy,
+    ``sequences`` (N,) the sequence of each row among ``num_sequences``.
+
+    Keys: examples (sequences), positions (labelled positions), accuracy (over the positions), loss
+    (their mean cross-entropy), sequences_with_queries, sequence_accuracy (the fraction of those
+    whose queries are all right)."""
+    hit = predictions == labels
+    asked = torch.bincount(sequences, minlength=num_sequences)
+    scored, right = sequences_all_right(misses_per_sequence(hit, sequences, num_sequences), asked)
+    n = len(labels)
+    return {
+        "examples": num_sequences,
+        "positions": n,
+        "accuracy": _ratio(int(hit.sum()), n),
+        "loss": float(losses.double().mean()) if n else None,
+        "sequences_with_queries": scored,
+        "sequence_accuracy": _ratio(right, scored),
+    }

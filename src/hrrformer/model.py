@@ -3,6 +3,11 @@
     tokens (B, T) ──embed + positions──► (B, T, D) ──N × EncoderBlock──► LayerNorm
           ──pool (mean over real tokens | CLS)──► (B, D) ──MLP head──► logits (B, C)
 
+With ``pooling="none"`` nothing is pooled: the head runs per position, logits (B, T, C), and
+``positions`` (a (B, T) bool mask, e.g. ``labels != -100``) picks the positions to score before
+the head, logits (N, C) for the N positions asked: with a vocabulary of 8,192 classes the head
+costs nothing where nothing is asked.
+
 Padding (token ``pad_id``, 0 by default) is excluded everywhere: from β and the softmax of the
 attention, and from mean pooling, so a padded sequence gives the same logits as the unpadded one.
 ``authors_padding`` is the authors' behaviour instead: pads enter β and the mean over all T
@@ -225,7 +230,7 @@ class ShardedPositionEmbedding(nn.Module):
 
 
 class HrrformerEncoder(nn.Module):
-    """tokens (B, T) → pooled features (B, D).
+    """tokens (B, T) → pooled features (B, D), or with ``pooling="none"`` features per position (B, T, D).
 
     One forward for every execution: ``sequence_parallel_group`` (None by default; set it with
     :func:`hrrformer.parallel.enable_sequence_parallel`) only changes where this process's tokens
@@ -233,7 +238,7 @@ class HrrformerEncoder(nn.Module):
     :class:`~hrrformer.ops.hrr_attention.SequenceReduction`). With a group, ``tokens`` is this rank's
     contiguous chunk (all ranks the same length, from :func:`hrrformer.parallel.shard_sequence`),
     positions are global, attention and pooling span the whole sequence, and every rank returns
-    the same pooled features.
+    the same pooled features (``pooling="none"``: each rank its own positions' features).
     """
 
     sequence_parallel_group: Any = None
@@ -245,6 +250,7 @@ class HrrformerEncoder(nn.Module):
         self.cls_shift = int(config.pooling == "cls" and config.cls_position)  # positions taken by CLS
         n_positions = config.max_len + self.cls_shift
         self.position_embedding = nn.Embedding(n_positions, config.dim) if config.pos_embedding == "learned" else None
+        self.has_positions = config.pos_embedding != "none"
         self.cls = nn.Parameter(torch.zeros(1, 1, config.dim)) if config.pooling == "cls" else None
         self.drop = Dropout(config.dropout)
         self.embedding_norm = layer_norm(config) if config.embedding_norm else None
@@ -323,12 +329,14 @@ class HrrformerEncoder(nn.Module):
         are global (rank r's chunk starts at r·T, after the CLS token if it takes position 0).
 
         x = dropout(E_tok[tokens] + P[positions]), then LayerNorm with ``embedding_norm``; the CLS
-        row is the CLS vector (+ P[0] with ``cls_position``), never padding."""
+        row is the CLS vector (+ P[0] with ``cls_position``), never padding. No P with
+        ``pos_embedding="none"``."""
         x = self.token_embedding(tokens)  # (B, T, D)
-        x = x + self.positions(rank * tokens.shape[1] + self.cls_shift, tokens.shape[1], x)
+        if self.has_positions:
+            x = x + self.positions(rank * tokens.shape[1] + self.cls_shift, tokens.shape[1], x)
         if self.cls is not None and rank == 0:
             cls = self.cls.expand(x.shape[0], -1, -1).to(x.dtype)  # (B, 1, D)
-            if self.cls_shift:
+            if self.cls_shift and self.has_positions:
                 cls = cls + self.positions(0, 1, x)
             x = torch.cat([cls, x], dim=1)  # (B, 1 + T, D)
             key_padding_mask = torch.cat([key_padding_mask.new_zeros(x.shape[0], 1), key_padding_mask], dim=1)
@@ -353,6 +361,8 @@ class HrrformerEncoder(nn.Module):
         x, mask = self.embed(tokens, mask, reduction.rank)  # (B, T', D), (B, T')
         for i, block in enumerate(self.blocks):
             x = self._run_block(block, x, mask, reduction, first_only=self._cls_only(i))
+        if self.config.pooling == "none":
+            return self.final_norm(x)  # (B, T, D): this rank's positions
         if self.cls is not None:
             # Rank 0's first row is the CLS token; the other ranks pass their first row only so that
             # their backward (and its collectives) runs through their chunk, with a zero gradient.
@@ -396,9 +406,14 @@ def init_weights(model: nn.Module) -> None:
 
 
 class Hrrformer(nn.Module):
-    """Sequence classifier: ``forward(tokens, key_padding_mask=None)`` → logits (B, num_classes).
+    """Sequence classifier: ``forward(tokens, key_padding_mask=None)`` → logits (B, num_classes), or
+    with ``pooling="none"`` a classifier per position → logits (B, T, num_classes).
 
-    The mask defaults to ``tokens == config.pad_id``.
+    The mask defaults to ``tokens == config.pad_id``. ``positions`` (``pooling="none"`` only), a
+    (B, T) bool tensor, picks the positions to score: the head runs on their features only and the
+    logits are (N, num_classes), N = ``positions.sum()``, in row-major order (those of
+    ``logits[positions]``; the labels ``labels[positions]`` go with them). Under sequence
+    parallelism T is this rank's part of the sequence, for the tokens and the positions alike.
     """
 
     def __init__(self, config: HrrformerConfig) -> None:
@@ -408,8 +423,26 @@ class Hrrformer(nn.Module):
         self.head = _classifier_head(config.dim, config)
         init_weights(self)
 
-    def forward(self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.encoder(tokens, key_padding_mask))
+    @property
+    def per_position(self) -> bool:
+        """Whether the model classifies every position (``pooling="none"``) rather than the sequence."""
+        return self.config.pooling == "none"
+
+    def forward(
+        self, tokens: torch.Tensor, key_padding_mask: torch.Tensor | None = None, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if positions is not None and (
+            not self.per_position or positions.dtype != torch.bool or positions.shape != tokens.shape
+        ):
+            raise ValueError(
+                "positions must be a bool tensor shaped like the tokens, for a model with pooling='none'; "
+                f"got {positions.dtype} {tuple(positions.shape)} for tokens {tuple(tokens.shape)}, "
+                f"pooling={self.config.pooling!r}"
+            )
+        features = self.encoder(tokens, key_padding_mask)  # (B, D), or (B, T, D) per position
+        if positions is not None:
+            features = features[positions]  # (N, D): the positions asked, and nothing else, reach the head
+        return self.head(features)  # (B, C), (B, T, C) or (N, C)
 
 
 class HrrformerDualEncoder(nn.Module):
@@ -420,6 +453,8 @@ class HrrformerDualEncoder(nn.Module):
 
     def __init__(self, config: HrrformerConfig) -> None:
         super().__init__()
+        if config.pooling == "none":
+            raise ValueError("a two-document classifier pools each document: pooling='none' has no meaning here")
         self.config = config
         self.encoder = HrrformerEncoder(config)
         self.head = _classifier_head(4 * config.dim, config)

@@ -10,6 +10,10 @@ the exit status is then 1.
 
 ``--data PATH`` also classifies every example of labelled data in the task's format (one split
 with ``--split``, chosen as ``hrrformer eval`` does), each line with its true class.
+
+A run labelled per position (``pooling="none"``, e.g. MQAR) takes ``--data`` only (its inputs are
+token ids, not files): one line per sequence, with its labelled positions, the predicted and true
+class at each, and how many are right.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from .checkpoint import CheckpointError
 from .data.base import DataError, pad_sequences
 from .data.inputs import EmptyInput, read_bytes
 from .data.selection import SPLIT_CHOICES
-from .evaluate import EvalData, load_for_run, model_outputs
+from .evaluate import EvalData, load_for_run, model_outputs, position_outputs
 from .forward import resolve_device
 from .rundir import load_run
 
@@ -95,6 +99,28 @@ def predict_data(model: torch.nn.Module, data: EvalData, *, batch_size: int, dev
         }
 
 
+def predict_positions(
+    model: torch.nn.Module, data: EvalData, *, batch_size: int, device: torch.device
+) -> Iterator[dict]:
+    """One result dict per example of ``data`` (a per-position run), in order: its name, its labelled
+    positions, and at each the true class, the prediction and its probability; the number right."""
+    out = position_outputs(model, data.dataset, batch_size=batch_size, device=device)
+    names = data.dataset.names or [f"{data.path} #{i}" for i in range(out.num_sequences)]
+    counts = torch.bincount(out.sequence, minlength=out.num_sequences).tolist()
+    start = 0
+    for name, n in zip(names, counts):
+        rows = slice(start, start + n)
+        start += n
+        yield {
+            "file": name,
+            "positions": out.position[rows].tolist(),
+            "labels": out.label[rows].tolist(),
+            "predictions": out.prediction[rows].tolist(),
+            "probabilities": [round(float(v), 6) for v in out.probability[rows]],
+            "correct": int((out.prediction[rows] == out.label[rows]).sum()),
+        }
+
+
 def _paths_from(list_file) -> Iterator[str]:
     """Non-blank lines of a text stream, without their line ends."""
     for line in list_file:
@@ -104,7 +130,11 @@ def _paths_from(list_file) -> Iterator[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", help="a run directory written by `hrrformer train` (task text or binaries)")
+    parser.add_argument(
+        "run_dir",
+        help="a run directory written by `hrrformer train` (task text or binaries; a run labelled per position, "
+        "such as mqar, with --data)",
+    )
     parser.add_argument("files", nargs="*", help="files to classify")
     parser.add_argument(
         "--files-from", metavar="LIST", help="also classify the files listed in LIST, one path per line ('-': stdin)"
@@ -135,7 +165,10 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     try:
         config, model = load_run(args.run_dir, device)
-        if config.task not in BYTE_TASKS:
+        per_position = getattr(model, "per_position", False)
+        if per_position and (args.files or args.files_from is not None):
+            raise ValueError(f"this run ({config.task}) is labelled per position: give --data, not files")
+        if config.task not in BYTE_TASKS and not per_position:
             raise ValueError(f"works for the tasks {BYTE_TASKS}; this run is {config.task!r}")
         data = None if args.data is None else load_for_run(config, args.data, args.split, own_default="test")
     except (ValueError, CheckpointError, DataError) as e:
@@ -156,7 +189,8 @@ def run(args: argparse.Namespace) -> int:
             model, files, max_len=max_len, class_names=class_names, batch_size=args.batch_size, device=device
         )
         if data is not None:
-            results = itertools.chain(results, predict_data(model, data, batch_size=args.batch_size, device=device))
+            predict = predict_positions if per_position else predict_data
+            results = itertools.chain(results, predict(model, data, batch_size=args.batch_size, device=device))
         return _print_results(results, args.json, max_len)
 
 
@@ -170,6 +204,12 @@ def _print_results(results: Iterator[dict], as_json: bool, max_len: int) -> int:
             print(json.dumps(result))
         elif "error" in result:
             print(f"{result['file']}\terror: {result['error']}")
+        elif "positions" in result:  # per position: position:prediction (true class where it differs)
+            answers = " ".join(
+                f"{t}:{p}" + ("" if p == y else f"(true {y})")
+                for t, p, y in zip(result["positions"], result["predictions"], result["labels"])
+            )
+            print(f"{result['file']}\t{result['correct']}/{len(result['positions'])} right\t{answers}")
         else:
             probs = " ".join(f"{k}={v:.4f}" for k, v in result["probabilities"].items())
             note = f"\t(truncated to the first {max_len:,} bytes)" if result.get("truncated") else ""

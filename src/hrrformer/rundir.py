@@ -142,7 +142,7 @@ def _config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[
 
 #: What loading the data sets in the config (TrainConfig fields, then model keys).
 DATA_DERIVED_FIELDS = ("pair", "class_names")
-DATA_DERIVED_MODEL_KEYS = ("vocab_size", "num_classes")
+DATA_DERIVED_MODEL_KEYS = ("vocab_size", "num_classes", "pad_id")
 
 
 def refuse_other_config(config_path: Path, config: TrainConfig, *, data_loaded: bool = True) -> None:

@@ -65,11 +65,12 @@ class Preset:
     generator_options: tuple[tuple[str, Any], ...] = ()
 
 
-#: MQAR's model in both presets: HRR attention, causal, a short convolution of kernel 4 on q, k and v
-#: (Zoology's models mix positions with a short convolution beside the sequence mixer), no position
-#: embedding (Zoology's attention baseline has none, max_position_embeddings=0: order comes from the
-#: causal mask and the convolution), logits at every position, a plain cross-entropy (no smoothing).
-_MQAR_MODEL: dict[str, Any] = dict(
+#: What MQAR's presets share: 2 layers of HRR attention (the default kind), causal, a short convolution
+#: of kernel 4 on q, k and v (Zoology's models mix positions with a short convolution beside the
+#: sequence mixer), no position embedding (Zoology's attention baseline has none,
+#: max_position_embeddings=0: order comes from the causal mask and the convolution), logits at every
+#: position, and a plain cross-entropy as Zoology's (no label smoothing).
+_MQAR_SHARED: dict[str, Any] = dict(
     layers=2, causal=True, short_conv=4, pooling="none", pos_embedding="none", label_smoothing=0.0
 )
 
@@ -339,7 +340,7 @@ TASKS: dict[str, TaskSpec] = {
             # models have 2 layers of width 128 (their attention: 2 heads, no position embedding).
             "cpu": Preset(
                 dict(
-                    **_MQAR_MODEL,
+                    **_MQAR_SHARED,
                     max_minutes=60,
                     max_len=64,
                     dim=128,
@@ -353,14 +354,14 @@ TASKS: dict[str, TaskSpec] = {
             # Zoology's basic example (V = 256, T = 64, 4 pairs, 10,000 sequences), at width 64.
             "demo": Preset(
                 dict(
-                    **_MQAR_MODEL,
+                    **_MQAR_SHARED,
                     max_minutes=4,
                     max_len=64,
                     dim=64,
                     heads=2,
                     mlp_dim=128,
                     batch_size=64,
-                    epochs=10,
+                    epochs=16,
                 ),
                 generate=(10_000, 1_000, 1_000),
                 generator_options=(("vocab_size", 256),),

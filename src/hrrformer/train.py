@@ -120,10 +120,12 @@ def run(args: argparse.Namespace) -> int:
         teardown_distributed()
     if int(os.environ.get("RANK", "0")) == 0:
         test = summary["test_accuracy"]
+        sequences = summary.get("test_sequence_accuracy")  # per position: accuracy over the queries, and per sequence
         print(json.dumps(summary, indent=2))
         print(
             f"{config.task}: val accuracy {summary['val_accuracy']:.4f}"
             + (f", test accuracy {test:.4f}" if test is not None else ", no test split")
+            + (f" (whole sequences right: {sequences:.4f})" if sequences is not None else "")
             + f" after {summary['train_seconds']:.0f} s of training; run in {out}"
         )
     return 0

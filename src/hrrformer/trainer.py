@@ -22,7 +22,6 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
@@ -48,11 +47,11 @@ from .distributed import (
     dp_all_reduce_sum,
     setup_distributed,
 )
-from .forward import autocast, batch_collate, evaluate, forward_batch, resolve_device
+from .forward import autocast, batch_collate, batch_loss, batch_totals, evaluate, forward_batch, resolve_device
 from .parallel import enable_sequence_parallel
 from .rundir import TrainConfig, build_model, check_run_dir, check_sequence_parallel, prepare_run_dir
 
-__all__ = ["Trainer", "TrainingDiverged", "load_data", "train"]
+__all__ = ["EPOCH_SUMS", "Trainer", "TrainingDiverged", "check_pooling", "load_data", "train"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -137,21 +136,32 @@ class Progress:
     #: The epoch running (or to run next) and how many of its batches are done.
     epoch: int = 0
     batches_done: int = 0
-    #: This rank's share of the epoch's (loss·n, correct, n) so far, when resuming mid-epoch.
+    #: This rank's share of the epoch's :data:`EPOCH_SUMS` so far, when resuming mid-epoch.
     epoch_sums: torch.Tensor | None = None
     #: One record per epoch done (as in metrics.jsonl).
     history: list[dict[str, Any]] = field(default_factory=list)
     out_of_time: bool = False
 
 
+#: What an epoch sums over its batches: Σ loss·rows, correct rows, rows, examples. Rows are what is
+#: scored: the examples of a classifier, the labelled positions of a per-position task.
+EPOCH_SUMS = ("loss", "correct", "rows", "examples")
+
+
 class StepResult(NamedTuple):
-    """One training step on this rank: its batch's mean loss, correct predictions and examples."""
+    """One training step on this rank: its batch's mean loss, correct rows, rows and examples
+    (rows: examples, or labelled positions per position; over the sequence-parallel group)."""
 
     loss: float
     correct: int
+    rows: int
     examples: int
     #: Before clipping; the same on every rank (the gradients are reduced). None without clipping.
     grad_norm: torch.Tensor | None
+
+    def sums(self) -> torch.Tensor:
+        """(4,) float64: this step's :data:`EPOCH_SUMS`."""
+        return torch.tensor([self.loss * self.rows, self.correct, self.rows, self.examples], dtype=torch.float64)
 
 
 def join_world(config: TrainConfig) -> tuple[torch.device, DistInfo]:
@@ -190,7 +200,8 @@ class Trainer:
         # before the data is read or generated
         check_run_dir(run_dir, config, resume=resume, overwrite=overwrite, data_loaded=False)
         self.data = data = load_data(config, self.info)
-        config.model.update(vocab_size=data.vocab_size, num_classes=data.num_classes)
+        config.model.update(vocab_size=data.vocab_size, num_classes=data.num_classes, pad_id=data.pad_id)
+        check_pooling(config, data)
         config.pair, config.class_names = data.pair, data.class_names
         check_sequence_parallel(config)
         prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite, info=self.info)
@@ -230,7 +241,10 @@ class Trainer:
             raise CheckpointError(f"{checkpoint}: trainer state is incomplete or from another run ({e!r})") from None
         # The saved sums are the global ones (all data-parallel ranks): one replica carries them on.
         if s.batches_done:
-            s.epoch_sums = saved["epoch_sums"] if info.dp_rank == 0 else torch.zeros(3, dtype=torch.float64)
+            sums = saved["epoch_sums"]
+            if sums is not None and len(sums) == 3:  # saved before examples were counted apart from rows (= examples)
+                sums = torch.cat([sums, sums[2:]])
+            s.epoch_sums = sums if info.dp_rank == 0 else torch.zeros(len(EPOCH_SUMS), dtype=torch.float64)
         self.metrics.truncate_after(s.step)
         if info.is_main:
             print(f"resumed from {checkpoint} (epoch {s.epoch}, step {s.step})", file=sys.stderr)
@@ -271,7 +285,7 @@ class Trainer:
         config, s = self.config, self.state
         done_before = s.batches_done
         loader = self.epoch_loader()
-        sums = s.epoch_sums if s.epoch_sums is not None else torch.zeros(3, dtype=torch.float64)  # loss·n, correct, n
+        sums = s.epoch_sums if s.epoch_sums is not None else torch.zeros(len(EPOCH_SUMS), dtype=torch.float64)
         bar = tqdm(
             total=self.steps_per_epoch,
             initial=done_before,
@@ -283,10 +297,11 @@ class Trainer:
         for i, batch in enumerate(loader, start=done_before + 1):
             s.batches_done = i
             result = self.train_step(batch)
-            sums += torch.tensor([result.loss * result.examples, result.correct, result.examples], dtype=torch.float64)
-            rate = (sums[2].item() * self.info.dp_size) / max(time.perf_counter() - epoch_start, 1e-9)
+            sums += result.sums()
+            rate = (sums[3].item() * self.info.dp_size) / max(time.perf_counter() - epoch_start, 1e-9)
             bar.update(1)
-            bar.set_postfix(loss=f"{result.loss:.3f}", acc=f"{sums[1].item() / sums[2].item():.3f}", ex_s=f"{rate:.1f}")
+            accuracy = sums[1].item() / max(sums[2].item(), 1)
+            bar.set_postfix(loss=f"{result.loss:.3f}", acc=f"{accuracy:.3f}", ex_s=f"{rate:.1f}")
             if config.log_every and s.step % config.log_every == 0:
                 self.log_step(result, rate)
             if config.save_every and s.step % config.save_every == 0 and i < self.steps_per_epoch:
@@ -316,39 +331,39 @@ class Trainer:
         """Forward, backward and one optimiser step on a batch; TrainingDiverged on a NaN or infinite loss."""
         config, info = self.config, self.info
         with autocast(self.device, config.amp):
-            logits = forward_batch(self.train_model, batch, self.device, info.sp_group).float()
-        labels = batch["labels"].to(self.device)
-        loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
-        if not torch.isfinite(loss):
+            scores = forward_batch(self.train_model, batch, self.device, info.sp_group)
+        loss = batch_loss(scores, config.label_smoothing)  # this rank's term (hrrformer.forward)
+        mean_loss, correct = batch_totals(scores, loss, info)  # the same on every rank of the group
+        if not math.isfinite(mean_loss):
             last = latest_checkpoint(self.run_dir)
             raise TrainingDiverged(
-                f"loss became {loss.item()} at step {self.state.step + 1} (epoch {self.state.epoch + 1}); "
+                f"loss became {mean_loss} at step {self.state.step + 1} (epoch {self.state.epoch + 1}); "
                 f"last good checkpoint: {last if last else 'none'}"
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if info.sequence_parallel > 1:
-            average_gradients(self.model, info)  # what DDP does otherwise
+            average_gradients(self.model, info, replicated_loss=not scores.split)  # what DDP does otherwise
         grad_norm = None
         if config.grad_clip > 0:
             grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.state.step += 1
-        correct = (logits.argmax(-1) == labels).sum().item()
-        return StepResult(loss.item(), correct, len(labels), grad_norm)
+        examples = len(batch["labels"])
+        return StepResult(mean_loss, correct, scores.rows, examples, grad_norm)
 
     def log_step(self, result: StepResult, rate: float) -> None:
         """A metrics.jsonl line for this step (its batch over all data-parallel ranks)."""
-        s, n = self.state, result.examples
-        stats = dp_all_reduce_sum(torch.tensor([result.loss * n, result.correct, n], dtype=torch.float64), self.info)
+        s = self.state
+        stats = dp_all_reduce_sum(result.sums(), self.info)
         self.metrics.write(
             {
                 "type": "train",
                 "step": s.step,
                 "epoch": s.epoch + (s.batches_done / self.steps_per_epoch),
-                "loss": stats[0].item() / stats[2].item(),
-                "accuracy": stats[1].item() / stats[2].item(),
+                "loss": stats[0].item() / max(stats[2].item(), 1),
+                "accuracy": stats[1].item() / max(stats[2].item(), 1),
                 "lr": self.scheduler.get_last_lr()[0],
                 "grad_norm": None if result.grad_norm is None else result.grad_norm.item(),
                 "examples_per_second": rate,
@@ -371,15 +386,16 @@ class Trainer:
         val = self.evaluate(self.data.val)
         # A budget-stopped epoch counts as the fraction of its batches that ran.
         finished = s.batches_done >= self.steps_per_epoch
-        examples = totals[2].item()
+        rows, examples = totals[2].item(), totals[3].item()
         record = {
             "type": "epoch",
             "step": s.step,
             "epoch": s.epoch + 1 if finished else s.epoch + s.batches_done / self.steps_per_epoch,
-            "train_loss": totals[0].item() / max(examples, 1),
-            "train_accuracy": totals[1].item() / max(examples, 1),
+            "train_loss": totals[0].item() / max(rows, 1),
+            "train_accuracy": totals[1].item() / max(rows, 1),
             "val_loss": val["loss"],
             "val_accuracy": val["accuracy"],
+            **({"val_sequence_accuracy": val["sequence_accuracy"]} if "sequence_accuracy" in val else {}),
             "seconds": seconds,
             "examples": int(examples),
             "examples_per_second": examples / max(seconds, 1e-9),
@@ -387,9 +403,12 @@ class Trainer:
         s.history.append(record)
         self.metrics.write(record)
         if info.is_main:
+            sequences = (
+                f" (sequences {val['sequence_accuracy']:.4f})" if val.get("sequence_accuracy") is not None else ""
+            )
             print(
                 f"epoch {record['epoch']:g}: train loss {record['train_loss']:.4f} "
-                f"acc {record['train_accuracy']:.4f} | val acc {val['accuracy']:.4f} | "
+                f"acc {record['train_accuracy']:.4f} | val acc {val['accuracy']:.4f}{sequences} | "
                 f"{seconds:.0f} s, {record['examples_per_second']:.1f} ex/s",
                 file=sys.stderr,
             )
@@ -455,6 +474,7 @@ class Trainer:
             "best_val_accuracy": max((h["val_accuracy"] for h in history), default=None),
             "test_accuracy": test["accuracy"] if test else None,
             "test_examples": test["examples"] if test else 0,
+            **_position_summary(history, test),
             "train_examples": len(data.train),
             "val_examples": len(data.val),
             "skipped_inputs": data.skipped,
@@ -479,6 +499,28 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
     while trainer.state.epoch < config.epochs and not trainer.state.out_of_time:
         trainer.train_epoch()
     return trainer.finish()
+
+
+def check_pooling(config: TrainConfig, data: TaskData) -> None:
+    """ValueError unless the model scores what the data labels: every position (``pooling="none"``)
+    for a task labelled per position, the pooled sequence otherwise."""
+    pooling = config.model.get("pooling")
+    if data.per_position and pooling != "none":
+        raise ValueError(f"task {config.task} labels positions, not sequences: it needs --pooling none")
+    if pooling == "none" and not data.per_position:
+        raise ValueError(f"--pooling none scores every position; task {config.task} labels whole sequences")
+
+
+def _position_summary(history: list[dict[str, Any]], test: dict[str, Any] | None) -> dict[str, Any]:
+    """A per-position run's summary keys: the sequence accuracies (of the last epoch's val and of
+    test) and the test's labelled positions; nothing for a classifier."""
+    if not history or "val_sequence_accuracy" not in history[-1]:
+        return {}
+    return {
+        "val_sequence_accuracy": history[-1]["val_sequence_accuracy"],
+        "test_sequence_accuracy": test["sequence_accuracy"] if test else None,
+        "test_positions": test["positions"] if test else 0,
+    }
 
 
 def _warn_replicated_positions(config: TrainConfig, info: DistInfo) -> None:

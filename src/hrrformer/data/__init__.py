@@ -11,10 +11,21 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from . import binaries, image, imdb_pairs, listops, pathfinder, retrieval, text
-from .base import PAD_ID, DataError, TaskData, TokenDataset, collate, pad_sequences
+from . import binaries, image, imdb_pairs, listops, mqar, pathfinder, retrieval, text
+from .base import IGNORE_INDEX, PAD_ID, DataError, PositionDataset, TaskData, TokenDataset, collate, pad_sequences
 
-__all__ = ["PAD_ID", "TASKS", "DataError", "TaskData", "TokenDataset", "collate", "load_task", "pad_sequences"]
+__all__ = [
+    "IGNORE_INDEX",
+    "PAD_ID",
+    "TASKS",
+    "DataError",
+    "PositionDataset",
+    "TaskData",
+    "TokenDataset",
+    "collate",
+    "load_task",
+    "pad_sequences",
+]
 
 #: Task name → its loader module (each has ``load(path, **options) -> TaskData`` and ``decode``).
 TASKS: dict[str, ModuleType] = {
@@ -25,6 +36,7 @@ TASKS: dict[str, ModuleType] = {
     "image": image,
     "pathfinder": pathfinder,
     "binaries": binaries,
+    "mqar": mqar,
 }
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .base import DataError, TaskData
+from .base import IGNORE_INDEX, DataError, TaskData
 
 __all__ = ["format_report", "inspect_task"]
 
@@ -22,9 +22,14 @@ IMBALANCE_RATIO = 1.5  # largest class / smallest class above this is reported
 TRUNCATED_SHARE = 0.25  # a larger share of sequences at max_len is reported
 
 
-def _labels(dataset: Dataset) -> list[int]:
+def _label_counts(dataset: Dataset, class_names: list[str] | None) -> Counter:
+    """Examples per class (by name where the data has names); per position, the labelled positions."""
     labels = getattr(dataset, "labels", None)
-    return list(labels) if labels is not None else [int(dataset[i][1]) for i in range(len(dataset))]
+    if getattr(dataset, "per_position", False):
+        return Counter({"labelled positions": sum(int((y != IGNORE_INDEX).sum()) for y in labels)})
+    labels = list(labels) if labels is not None else [int(dataset[i][1]) for i in range(len(dataset))]
+    names = class_names or []
+    return Counter(names[y] if y < len(names) else y for y in labels)
 
 
 def _documents(item) -> list[torch.Tensor]:
@@ -94,8 +99,12 @@ def _sample(data: TaskData) -> str | None:
                 item = dataset[0]
             except DataError as e:
                 return f"({split}[0] unreadable: {e})"
-            label = int(item[1])
-            name = data.class_names[label] if data.class_names and label < len(data.class_names) else label
+            if isinstance(item[1], torch.Tensor):  # per position: position:label where one is asked
+                asked = torch.nonzero(item[1] != IGNORE_INDEX)[:, 0].tolist()
+                name = "per position " + " ".join(f"{p}:{int(item[1][p])}" for p in asked)
+            else:
+                label = int(item[1])
+                name = data.class_names[label] if data.class_names and label < len(data.class_names) else label
             decode = _decoder(data.name)
             docs = "\n--- second document ---\n".join(decode(d.tolist()) for d in _documents(item))
             return f"{split}[0], label {name}:\n{docs}"
@@ -133,8 +142,7 @@ def inspect_task(task_data: TaskData, *, max_items: int = 20_000) -> dict:
             report["splits"][split] = None
             continue
         scan = _scan(dataset, max_items)
-        names = data.class_names or []
-        labels = Counter(names[y] if y < len(names) else y for y in _labels(dataset))
+        labels = _label_counts(dataset, data.class_names)
         overlap = sum(h in earlier for h in scan["hashes"])
         earlier |= set(scan["hashes"])
         info = {
@@ -163,8 +171,9 @@ def inspect_task(task_data: TaskData, *, max_items: int = 20_000) -> dict:
         report["problems"].append(
             f"token ids {min(lows)}…{seen.max()} fall outside the vocabulary [0, {data.vocab_size})"
         )
-    if len(seen) and total[0]:
-        report["problems"].append(f"{total[0]:,} padding ids (0) found inside sequences")
+    pad = data.pad_id  # None: no padding token, every id is real (MQAR)
+    if len(seen) and pad is not None and pad < len(total) and total[pad]:
+        report["problems"].append(f"{total[pad]:,} padding ids ({pad}) found inside sequences")
     if data.skipped:
         skipped = ", ".join(f"{n:,} {reason}" for reason, n in data.skipped.items())
         report["problems"].append(f"inputs skipped: {skipped}")
@@ -179,7 +188,8 @@ def _label_text(labels: dict) -> str:
 def format_report(report: dict) -> str:
     """The report of :func:`inspect_task` as text for a terminal."""
     kind = "pairs of sequences" if report["pair"] else "single sequences"
-    classes = ", ".join(map(str, report["class_names"] or range(report["num_classes"])))
+    names = report["class_names"] or range(report["num_classes"])
+    classes = ", ".join(map(str, names)) if len(names) <= 20 else f"{names[0]} … {names[-1]}"
     lines = [
         f"task {report['name']}: {kind}, {report['num_classes']} classes ({classes}), "
         f"vocabulary {report['vocab_size']}, max_len {report['max_len']:,}",

@@ -2,7 +2,7 @@
 
 :func:`load_task_data` is what ``hrrformer train``, ``eval``, ``predict`` and ``explain`` call:
 the task's loader (:func:`hrrformer.data.load_task`) on ``path``, or, for a generated task
-(ListOps, Pathfinder, Path-X) without a path, on its preset's standard data set, generated into
+(ListOps, Pathfinder, Path-X, MQAR) without a path, on its preset's standard data set, generated into
 ``$HRRFORMER_CACHE`` (default ``~/.cache/hrrformer``) the first time and reused afterwards
 (:func:`generated_data_dir`).
 """
@@ -60,6 +60,14 @@ def generated_data_dir(task: str, preset: Preset, seed: int, progress: bool = Tr
             min_len=lengths[0],
             max_len=lengths[1],
             progress=progress,
+        )
+    elif spec.generator == "mqar":
+        from .mqar import generate_mqar
+
+        v, t, k = options["vocab_size"], options["seq_len"], options["kv_pairs"]
+        target = default_cache_dir() / f"mqar-v{v}-t{t}-kv{k}-{n_train}-{n_val}-{n_test}-seed{seed}"
+        make = lambda out: generate_mqar(  # noqa: E731
+            out, train=n_train, val=n_val, test=n_test, vocab_size=v, seq_len=t, kv_pairs=k, seed=seed
         )
     else:
         from .pathfinder_gen import generate_pathfinder

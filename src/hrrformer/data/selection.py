@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataError, TaskData, TokenDataset
+from .base import IGNORE_INDEX, DataError, PositionDataset, TaskData, TokenDataset
 from .common import Gathered, choose
 
 __all__ = ["SPLITS", "SPLIT_CHOICES", "default_split", "describe_splits", "map_to_classes", "select_split"]
@@ -57,12 +57,15 @@ def default_split(data: TaskData, *, own_data: bool, own_default: str) -> str:
 
 
 def gather(datasets: Sequence[TokenDataset], part: np.ndarray, index: np.ndarray) -> TokenDataset:
-    """The examples ``datasets[part[i]][index[i]]`` as one dataset (sequences are not copied)."""
+    """The examples ``datasets[part[i]][index[i]]`` as one dataset (sequences are not copied; nor
+    are the labels of per-position datasets)."""
     sequences = Gathered([d.sequences for d in datasets], part, index)
-    labels = [datasets[p].labels[i] for p, i in zip(part.tolist(), index.tolist())]
     names = None
     if all(d.names is not None for d in datasets):
         names = [datasets[p].names[i] for p, i in zip(part.tolist(), index.tolist())]
+    if datasets[0].per_position:
+        return PositionDataset(sequences, Gathered([d.labels for d in datasets], part, index), names)
+    labels = [datasets[p].labels[i] for p, i in zip(part.tolist(), index.tolist())]
     return TokenDataset(sequences, labels, names)
 
 
@@ -105,10 +108,17 @@ def map_to_classes(
 
     Where the data names its classes (``data_classes``), labels are mapped by name: a subset of
     the run's classes is fine, a name the run does not know is a DataError naming it and listing
-    the run's classes. Unnamed labels (integers) are kept, and must be below ``num_classes``.
+    the run's classes. Unnamed labels (integers) are kept, and must be below ``num_classes``; so
+    must per-position labels (their positions with nothing asked aside).
     """
     run = list(run_classes) if run_classes else [str(i) for i in range(num_classes)]
-    used = sorted(set(dataset.labels))
+    if dataset.per_position:
+        if data_classes is not None:
+            raise DataError(f"{path}: per-position labels are class indices, not names")
+        largest = max((int(labels.max()) for labels in dataset.labels if len(labels)), default=IGNORE_INDEX)
+        used = [] if largest == IGNORE_INDEX else [largest]  # the largest label asked for
+    else:
+        used = sorted(set(dataset.labels))
     if data_classes is None:
         outside = [label for label in used if not 0 <= label < num_classes]
         if outside:

@@ -187,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
         config, model = load_run(args.run_dir, resolve_device(args.device))
     except (ValueError, CheckpointError) as e:
         return _fail(str(e))
+    if getattr(model, "per_position", False):
+        return _fail(f"{args.run_dir}: a run labelled per position ({config.task}); explain shows sequence classifiers")
     kind = kinds.get(config.attention)
     if not kind.position_weights:
         return _fail(f"{args.run_dir}: {no_weights_message(kind)}")
