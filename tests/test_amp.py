@@ -205,7 +205,7 @@ def test_the_compiled_model_gives_the_eager_outputs_and_gradients():
         torch.testing.assert_close(compiled(tokens), model(tokens), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("task", ["listops", "text"])
+@pytest.mark.parametrize("task", ["listops", "text", "image"])
 def test_these_cpu_presets_train_in_bf16_and_amp_none_turns_it_off(task):
     import argparse
 
