@@ -87,6 +87,9 @@ class DataShape(NamedTuple):
     pair: bool = False
 
 
+#: MQAR's vocabulary as the task generates it (Zoology's V = 8,192).
+_MQAR_VOCAB: int = dict(TASKS["mqar"].generator_options)["vocab_size"]
+
 #: Data module (``TaskSpec.data_task``) → its data's shape. The loaders read these from the data
 #: (``hrrformer.data.*.load``); here are the standard data sets' values: bytes + padding (257
 #: token ids), CIFAR-10's 10 classes, binaries as malware or not.
@@ -98,7 +101,7 @@ DATA_SHAPES: dict[str, DataShape] = {
     "image": DataShape(BYTE_VOCAB, 10),
     "pathfinder": DataShape(BYTE_VOCAB, 2),
     "binaries": DataShape(BYTE_VOCAB, 2),
-    "mqar": DataShape(8192, 8192),  # Zoology's V = 8,192: every token id, and a value per query
+    "mqar": DataShape(_MQAR_VOCAB, _MQAR_VOCAB),  # every token id, and a value per query
 }
 #: Per-position models (``pooling="none"``) are timed with one labelled position in this many (MQAR at
 #: T = 64 with 4 pairs asks 4 queries); the head runs at those positions only, as in training.
