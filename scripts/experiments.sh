@@ -7,6 +7,7 @@
 #        variant names of variant_args in scripts/side_by_side.sh; default "hrr softmax")
 #        TAG=e10 EXTRA="--epochs 10" bash scripts/experiments.sh 60 text   (more hrrformer train flags
 #        for every run, and a tag in the run names: runs/exp/text-e10-hrr/)
+#        BINARIES_LENGTHS="16384" bash scripts/experiments.sh 10 binaries   (the binaries' T values; default all four)
 # Logs: logs/exp-<name>.log; runs: runs/exp/<name>/ (metrics.jsonl, summary.json).
 # Finished runs (summary.json present) are skipped, so the queue can be restarted.
 # The code run is a snapshot of the committed tree (git archive HEAD), so editing the working
@@ -48,7 +49,7 @@ for task in "${tasks[@]}"; do
       wait ;;
     image) pair image --task image --preset cpu --data "$shared/cifar10_train_images.tar.gz" ;;
     binaries)  # C vs C++ ELF files (python -m research.build_binaries, docs/BINARIES.md); T from 2^10 to 2^17
-      for t in 1024 4096 16384 131072; do
+      for t in ${BINARIES_LENGTHS:-1024 4096 16384 131072}; do
         pair "binaries-T$t" --task binaries --preset cpu --max-len "$t" --epochs 20 --data "$binaries"
       done ;;
     layers)  # single- against multi-layer (HRR), at the same budget

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from hrrformer import HrrAttention, Hrrformer, HrrformerConfig, NoAttention, SoftmaxAttention
 from hrrformer.attention import hrr_attention_reference, softmax_attention
 from hrrformer.ops.hrr_attention import SequenceReduction
-from hrrformer.parts import GATE_EPS
+from hrrformer.parts import GATE_EPS, causal_depthwise_conv
 from test_amp import BF16_STEP_TOLERANCE
 
 KINDS = [HrrAttention, SoftmaxAttention, NoAttention]
@@ -115,6 +115,33 @@ def test_the_convolution_is_a_depthwise_filter_over_lags():
         layer.short_conv.weight.copy_(torch.tensor([[[1.0, 2.0, 3.0]]]))
     [v] = layer.heads(torch.tensor([[[1.0], [0.0], [0.0], [0.0]]], dtype=torch.float64))
     torch.testing.assert_close(v.flatten(), F.silu(torch.tensor([3.0, 2.0, 1.0, 0.0], dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("kernel_size", [1, 4])
+def test_the_convolutions_written_out_backward_passes_gradcheck(kernel_size):
+    """The hand-written backward (∂u by the reversed filter, ∂w by K products) against finite
+    differences, and its value against the loop over lags."""
+    torch.manual_seed(0)
+    u = torch.randn(2, kernel_size - 1 + 7, 3, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, kernel_size, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(causal_depthwise_conv, (u, weight))
+    reference = short_conv_reference(u, weight[:, None], None)[:, kernel_size - 1 :]  # its last T outputs
+    assert torch.allclose(F.silu(causal_depthwise_conv(u, weight)), reference, atol=1e-12, rtol=0)
+
+
+def test_the_convolution_runs_in_float32_under_autocast_and_returns_gradients_in_the_inputs_dtypes():
+    torch.manual_seed(0)
+    u = torch.randn(2, 3 + 50, 8).bfloat16().requires_grad_()
+    weight = torch.randn(8, 4, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = causal_depthwise_conv(u, weight)
+    assert y.dtype == torch.float32
+    y.square().sum().backward()
+    assert u.grad.dtype == torch.bfloat16 and weight.grad.dtype == torch.float32
+    u64, w64 = u.detach().double().requires_grad_(), weight.detach().double().requires_grad_()
+    causal_depthwise_conv(u64, w64).square().sum().backward()
+    assert torch.allclose(y.double(), causal_depthwise_conv(u64, w64), atol=1e-5)
+    assert torch.allclose(weight.grad.double(), w64.grad, rtol=1e-4, atol=1e-3)
 
 
 @pytest.mark.parametrize("parts", list(PARTS))

@@ -173,7 +173,7 @@ class _MultiHeadAttention(nn.Module):
         parts = parts or self.projected
         b, t, _ = x.shape
         y = self.project(x, parts, key_padding_mask, halo).view(b, t, len(parts), self.num_heads, self.head_dim)
-        dtype = hrr.compute_dtype(y.dtype) if self.upcast else y.dtype
+        dtype = hrr.compute_dtype(y.dtype) if self.upcast else _matmul_dtype(y)  # the convolution's y is float32
         return list(_contiguous_as(y.permute(2, 0, 3, 1, 4), dtype).unbind(0))  # n × (B, h, T, d)
 
     def project_out(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -13,8 +13,8 @@ Causal: y_t depends on u_{t−K+1}, …, u_t only, so a causal model stays prefi
 padding first means that left or right padding changes no real output. A piece of the sequence
 (a chunk, a rank's part) needs the K − 1 positions before it, its :class:`Halo`, which
 :func:`halos` takes through :meth:`SequenceReduction.halo`. Cost: one depthwise convolution
-(``F.conv2d`` in channels-last layout, which is the (B, T, C) layout of the projections) and one
-SiLU, O(T·C·K).
+in float32 (``F.conv2d`` in channels-last layout, which is the (B, T, C) layout of the projections;
+in bf16 it is ~2.5× slower on this CPU) with a hand-written backward, and one SiLU, O(T·C·K).
 
 **Output gate**, per position t and head, o (d,) the attention's output and x (E,) the layer's input::
 
@@ -38,8 +38,9 @@ from torch import nn
 
 from . import hrr
 from .ops.hrr_attention import SequenceReduction
+from .ops.hrr_attention.precision import autocast_off
 
-__all__ = ["GATE_EPS", "Halo", "OutputGate", "ShortConvolution", "halos", "keep_of"]
+__all__ = ["GATE_EPS", "Halo", "OutputGate", "ShortConvolution", "causal_depthwise_conv", "halos", "keep_of"]
 
 #: ε of the gate's RMSNorm: far below the paper's output's mean square (~1/T², see the module docstring).
 GATE_EPS = 1e-10
@@ -76,6 +77,57 @@ def halos(
         keep = torch.ones_like(x[..., :1]) if mask is None else keep_of(mask[:, -width:], x)
         tails.append(torch.cat([x, keep], dim=-1))  # (B, ≤W, E + 1)
     return [Halo(h[..., :-1], h[..., -1:]) for h in reduction.halo(tails, width)]
+
+
+def _depthwise(x: torch.Tensor, weight: torch.Tensor, padding: int = 0) -> torch.Tensor:
+    """Σ_j weight[c, j] · x_{t+j}[c] for x (B, L, C), weight (C, K), with ``padding`` zeros on both
+    sides of time → (B, L + 2·padding − K + 1, C). One ``F.conv2d`` on x in channels-last strides
+    (the (B, L, C) layout itself, no copy)."""
+    channels_last = x[:, None].permute(0, 3, 1, 2)  # (B, C, 1, L)
+    y = F.conv2d(channels_last, weight[:, None, None, :], groups=weight.shape[0], padding=(0, padding))
+    return y.permute(0, 2, 3, 1)[:, 0]  # (B, L', C)
+
+
+class _CausalDepthwiseConv(torch.autograd.Function):
+    """y_t[c] = Σ_j w[c, j] · u_{t+j}[c], t < T, for u (B, K−1 + T, C) and w (C, K), in float32 at
+    least with autocast off. The backward is written out because oneDNN's depthwise weight gradient
+    is slow on CPU (~10× its forward, BENCHMARKS.md)::
+
+        ∂u_s[c] = Σ_j w[c, j] · g_{s−j}[c]        (the same convolution of g, zero-padded, w reversed)
+        ∂w[c, j] = Σ_{b,t} g_t[c] · u_{t+j}[c]     (K products, each summed over batch and time)
+    """
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        dtype = hrr.compute_dtype(u.dtype)
+        with autocast_off(u.device.type):
+            u_c, w_c = u.to(dtype), weight.to(dtype)
+            ctx.save_for_backward(u_c, w_c)
+            ctx.dtypes = u.dtype, weight.dtype
+            return _depthwise(u_c, w_c)  # (B, T, C)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # type: ignore[override]
+        u, weight = ctx.saved_tensors  # (B, K−1 + T, C), (C, K)
+        u_dtype, weight_dtype = ctx.dtypes
+        k, t = weight.shape[1], grad.shape[1]
+        grad_u = grad_w = None
+        with autocast_off(u.device.type):
+            grad = grad.to(u.dtype)  # (B, T, C)
+            if ctx.needs_input_grad[0]:
+                grad_u = _depthwise(grad, weight.flip(1), padding=k - 1).to(u_dtype)  # (B, K−1 + T, C)
+            if ctx.needs_input_grad[1]:
+                product = torch.empty_like(grad)  # one buffer for the K products
+                columns = [torch.mul(grad, u[:, j : j + t], out=product).sum((0, 1)) for j in range(k)]
+                grad_w = torch.stack(columns, dim=1).to(weight_dtype)  # (C, K)
+        return grad_u, grad_w
+
+
+def causal_depthwise_conv(u: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """u (B, K−1 + T, C), weight (C, K) → y (B, T, C), y_t[c] = Σ_j weight[c, j] · u_{t+j}[c]: the
+    causal convolution of the T positions after the first K − 1, in float32 at least (half-precision
+    u is upcast; autocast does not apply)."""
+    return _CausalDepthwiseConv.apply(u, weight)
 
 
 class ShortConvolution(nn.Module):
@@ -118,9 +170,7 @@ class ShortConvolution(nn.Module):
         zero at padding → SiLU(convolution) (B, T, C'). ``channels``: which of the C channels u
         holds (their filters; None: all, in order)."""
         weight = self.weight if channels is None else self.weight[channels]  # (C', 1, K)
-        cl = u[:, None].permute(0, 3, 1, 2)  # (B, C', 1, K−1+T): channels-last strides, no copy
-        y = F.conv2d(cl, weight[:, :, None].to(cl.dtype), groups=weight.shape[0])  # (B, C', 1, T)
-        return F.silu(y.permute(0, 2, 3, 1)[:, 0])  # (B, T, C')
+        return F.silu(causal_depthwise_conv(u, weight[:, 0]))  # (B, T, C'), float32 at least
 
     def extra_repr(self) -> str:
         return f"{self.channels}, kernel_size={self.kernel_size}"
