@@ -14,7 +14,7 @@ train_in_background() {  # group, name, then hrrformer train arguments → runs/
   OMP_NUM_THREADS=1 PYTHONPATH="$snapshot/src" /usr/bin/time -v .venv/bin/python -m hrrformer train \
     --out "runs/$group/$name" --overwrite --no-progress "$@" > "logs/$group-$name.log" 2>&1 &
 }
-variant_args() {  # variant name → its hrrformer train flags (preset: the preset as it is; NAME-scK, NAME-gate: a short convolution of kernel K, the output gate; NAME-bf16, NAME-fp32: --amp bf16 or none; hrr: the paper's formula, as paper; NAME-m4: 4 memories; NAME-post, -nofn, -cls: post-norm, no final norm, CLS pooling; NAME-pi: π on q and k)
+variant_args() {  # variant name → its hrrformer train flags (preset: the preset as it is; NAME-scK, NAME-gate, NAME-wg: a short convolution of kernel K, the output gate, the write gate; NAME-bf16, NAME-fp32: --amp bf16 or none; hrr: the paper's formula, as paper; NAME-m4: 4 memories; NAME-post, -nofn, -cls: post-norm, no final norm, CLS pooling; NAME-pi: π on q and k)
   case "$1" in
     paper|hrr) echo --attention hrr --hrr-output value --no-length-scale --score-scale none --no-learn-score-scale ;;
     softmax) echo --attention softmax ;;
@@ -24,6 +24,7 @@ variant_args() {  # variant name → its hrrformer train flags (preset: the pres
     retrieved-tau) echo --hrr-output retrieved --score-scale 16 --learn-score-scale ;;
     retrieved-ls) echo --hrr-output retrieved --length-scale ;;
     retrieved-h1) echo "$(variant_args retrieved)" --heads 1 ;;
+    recall) echo --hrr-output recall --no-length-scale --score-scale none --no-learn-score-scale ;;  # no weights to scale (a preset's are reset)
     preset) echo ;;  # the preset as it is
     *-sc[1-9])  # NAME-scK: NAME with a short convolution of kernel K on q, k and v
       local base; base="$(variant_args "${1%-sc*}")" || exit 2
@@ -31,6 +32,9 @@ variant_args() {  # variant name → its hrrformer train flags (preset: the pres
     *-gate)  # NAME-gate: NAME with the output gate
       local base; base="$(variant_args "${1%-gate}")" || exit 2
       echo "$base" --output-gate ;;
+    *-wg)  # NAME-wg: NAME with the HRR write gate (k_t scaled by a learned sigmoid per position and head)
+      local base; base="$(variant_args "${1%-wg}")" || exit 2
+      echo "$base" --write-gate ;;
     *-bf16|*-fp32)  # NAME-bf16, NAME-fp32: NAME with bf16 autocast (--amp bf16) or without (--amp none)
       local base; base="$(variant_args "${1%-*}")" || exit 2
       case "${1##*-}" in bf16) echo "$base" --amp bf16 ;; fp32) echo "$base" --amp none ;; esac ;;

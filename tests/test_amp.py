@@ -45,6 +45,14 @@ FORMS: dict[str, dict] = {
         "learn_score_scale": True,
     },
     "authors_padding": {"authors_padding": True},
+    "recall_write_gate": {"hrr_output": "recall", "write_gate": True},
+    "causal_chunked_recall_write_gate_short_conv": {
+        "causal": True,
+        "chunk_size": 16,
+        "hrr_output": "recall",
+        "write_gate": True,
+        "short_conv": 4,
+    },
     "softmax": {"attention": "softmax"},
     "softmax_causal": {"attention": "softmax", "causal": True},
     "short_conv_gate": {"short_conv": 4, "output_gate": True},
@@ -101,7 +109,8 @@ def test_a_training_step_under_autocast_matches_float32(form):
 
 @pytest.mark.parametrize(
     "causal,method,output", [(False, "circulant", "value"), (False, "circulant", "retrieved"),
-                             (False, "fourier", "value"), (True, "fourier", "retrieved")]
+                             (False, "fourier", "value"), (True, "fourier", "retrieved"),
+                             (False, "auto", "recall"), (True, "fourier", "recall")]
 )  # fmt: skip
 def test_kernel_computes_in_float32_under_autocast(causal, method, output):
     """bf16 inputs under autocast give exactly the float32 kernel's weights and gradients on the
@@ -110,7 +119,7 @@ def test_kernel_computes_in_float32_under_autocast(causal, method, output):
     q, k, v = (torch.randn(2, 2, 40, 16, generator=g).bfloat16() for _ in range(3))
     mask = torch.zeros(2, 40, dtype=torch.bool)
     mask[1, 25:] = True
-    tau = torch.tensor([2.0, 5.0])
+    tau = None if output == "recall" else torch.tensor([2.0, 5.0])  # recall has no scores to scale
     upstream = torch.randn(2, 2, 40, 16, generator=g).bfloat16().float()  # ∂L/∂out, exact in both dtypes
 
     def run(amp: bool, dtype: torch.dtype):

@@ -59,6 +59,11 @@ CASES = {
         head_width="dim",
         norm_eps=1e-6,
     ),
+    "recall": dict(hrr_output="recall"),
+    "causal_recall_cls": dict(pooling="cls", causal=True, hrr_output="recall"),
+    "write_gate": dict(write_gate=True, hrr_output="retrieved", score_scale=3.0),
+    "causal_recall_write_gate_memories": dict(causal=True, hrr_output="recall", write_gate=True, memories=2),
+    "authors_recall_write_gate": dict(authors_padding=True, hrr_output="recall", write_gate=True),
     "authors_binaries": dict(pooling="cls", cls_position=False, attention_bias=True, authors_padding=True),
     "authors_padding_causal": dict(authors_padding=True, causal=True),
     "authors_retrieved_causal": dict(authors_padding=True, causal=True, hrr_output="retrieved"),
@@ -83,6 +88,9 @@ CASES = {
     ),
     "parts_authors_listops": dict(
         short_conv=4, output_gate=True, authors_padding=True, norm="pre_mlp", embedding_norm=True, final_norm=False
+    ),
+    "parts_causal_recall_write_gate_cls": dict(
+        pooling="cls", causal=True, short_conv=4, output_gate=True, hrr_output="recall", write_gate=True
     ),
     "parts_post_norm": dict(norm="post", short_conv=2, output_gate=True),
     # the no-attention ablation: one pass per chunk

@@ -52,22 +52,26 @@ def _attention_inputs(world_size: int, d: int, with_mask: bool):
     return q, k, v, grad, mask, t_local
 
 
-def _check_attention(rank: int, world_size: int, causal: bool, method: str, d: int = 8, memories: int = 1) -> None:
+def _check_attention(
+    rank: int, world_size: int, causal: bool, method: str, d: int = 8, memories: int = 1, output: str = "value"
+) -> None:
     group = dist.group.WORLD
     for with_mask in (False, True):
         q, k, v, grad, mask, t_local = _attention_inputs(world_size, d * memories, with_mask)
         v, grad = v[..., :d].contiguous(), grad[..., :d].contiguous()  # q, k: m blocks of d
         full = [x.clone().requires_grad_() for x in (q, k, v)]
-        ref = hrr_attention(*full, mask, causal=causal)
+        ref = hrr_attention(*full, mask, causal=causal, output=output)
         (ref * grad).sum().backward()
         sl = slice(rank * t_local, (rank + 1) * t_local)
         local = [x[:, :, sl].clone().requires_grad_() for x in (q, k, v)]
         local_mask = None if mask is None else mask[:, sl]
-        out = hrr_attention(*local, local_mask, causal=causal, method=method, group=group)
+        out = hrr_attention(*local, local_mask, causal=causal, method=method, group=group, output=output)
         (out * grad[:, :, sl]).sum().backward()  # Σ over ranks of these losses = the reference loss
         torch.testing.assert_close(out, ref[:, :, sl], **TOL)
         reduction = SequenceReduction(group)
-        explicit = hrr_attention(*(x.detach() for x in local), local_mask, causal, method, reduction=reduction)
+        explicit = hrr_attention(
+            *(x.detach() for x in local), local_mask, causal, method, reduction=reduction, output=output
+        )
         torch.testing.assert_close(explicit, out.detach(), rtol=0, atol=0)  # group=g is reduction=SequenceReduction(g)
         for name, a, b in zip("qkv", local, full):
             torch.testing.assert_close(a.grad, b.grad[:, :, sl], **TOL, msg=f"grad {name}, mask={with_mask}")
@@ -320,6 +324,10 @@ SCENARIOS = {
     "attention_range": _check_attention_range,
     "attention_memories": lambda r, w: _check_attention(r, w, causal=False, method="circulant", d=4, memories=3),
     "attention_causal_memories": lambda r, w: _check_attention(r, w, causal=True, method="fourier", d=5, memories=2),
+    "attention_recall": lambda r, w: _check_attention(r, w, causal=False, method="auto", output="recall"),
+    "attention_causal_recall_memories": lambda r, w: _check_attention(
+        r, w, causal=True, method="fourier", d=5, memories=2, output="recall"
+    ),
     "model_mean_learned": lambda r, w: _check_model(r, w, pooling="mean"),
     "model_cls_learned": lambda r, w: _check_model(r, w, pooling="cls"),
     "model_cls_sharded_positions": lambda r, w: _check_model(r, w, shard_positions=True, pooling="cls"),
@@ -359,6 +367,17 @@ SCENARIOS = {
         r, w, pooling="mean", causal=True, short_conv=4, output_gate=True, chunk_size=2
     ),
     "model_parts_variants_chunked": lambda r, w: _check_model(r, w, chunk_size=1, **PARTS_VARIANTS),
+    "model_recall_write_gate": lambda r, w: _check_model(r, w, pooling="cls", hrr_output="recall", write_gate=True),
+    "model_causal_recall_write_gate_parts_chunked": lambda r, w: _check_model(
+        r, w, pooling="mean", causal=True, hrr_output="recall", write_gate=True, short_conv=4, chunk_size=2
+    ),
+    "model_write_gate_memories": lambda r, w: _check_model(r, w, pooling="mean", write_gate=True, memories=2),
+    "model_causal_recall_write_gate_bf16": lambda r, w: _model_under_autocast(
+        r, w, pooling="mean", causal=True, hrr_output="recall", write_gate=True, short_conv=4
+    ),
+    "positions_causal_recall_write_gate": lambda r, w: _check_positions(
+        r, w, causal=True, short_conv=4, hrr_output="recall", write_gate=True, chunk_size=2
+    ),
     "model_none": lambda r, w: _check_model(r, w, pooling="mean", attention="none"),
     "model_none_parts_chunked": lambda r, w: _check_model(
         r, w, pooling="cls", attention="none", short_conv=4, output_gate=True, chunk_size=2
@@ -388,6 +407,9 @@ RUN_ON_FOUR = (
     "model_parts_wide_halo",
     "model_causal_parts_chunked",
     "positions_causal_parts",
+    "attention_recall",
+    "attention_causal_recall_memories",
+    "model_causal_recall_write_gate_parts_chunked",
     "halo",
 )
 

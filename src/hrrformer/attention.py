@@ -29,7 +29,7 @@ from .ops.hrr_attention import (
     hrr_attention_reference,
     hrr_attention_weights,
 )
-from .ops.hrr_attention.validation import Output, check_attention_inputs, check_method
+from .ops.hrr_attention.validation import Output, check_attention_inputs, check_method, check_recall_options
 from .parts import Halo, OutputGate, ShortConvolution, halos
 
 __all__ = [
@@ -255,7 +255,15 @@ class HrrAttention(_MultiHeadAttention):
     terms, 16 → 16.07 in 2,000 steps (EXPERIMENTS.md). Fixed, τ is a buffer (``score_scale``).
     ``output="retrieved"``: position t outputs w_t ‖v_t‖ v̂_t / ‖v̂_t‖, the direction of what its
     query unbinds from β (content from the whole sequence), instead of the paper's w_t v_t (its own
-    value times one scalar).
+    value times one scalar). ``output="recall"``: position t outputs √d v̂_t / ‖v̂_t‖, that direction
+    at RMS 1, with no score and no softmax weight (0 at padding; Fourier form only, so ``method``
+    "auto" picks it): β as an associative memory that q_t reads. It refuses ``length_scale``,
+    ``score_scale`` and ``learn_score_scale``, which act on the weights it does not have.
+    ``write_gate=True``: a learned write gate g_t = sigmoid(x_t W_w + b_w) per position and head
+    (``write_gate``, a Linear E → h, bias 0 at first: g = 1/2 everywhere), and k_t ← g_t k_t (all
+    m·d channels of the head) before the kernel, so β = Σ_t m_t g_t (k_t ⊛ v_t): each position
+    decides how much it writes into the memory; q is not gated. Applied where the heads are
+    formed (:meth:`heads`), so the chunked and sequence-parallel paths gate alike.
     ``pads_in_beta=True``: the authors' padding, pads bound into β and masked in the softmax only
     (see :func:`~hrrformer.ops.hrr_attention.hrr_attention`).
     ``memories=m`` (> 1): several β per head. A router (``router``, a Linear E → 2·h·m, PyTorch's
@@ -291,15 +299,20 @@ class HrrAttention(_MultiHeadAttention):
         memories: int = 1,
         short_conv: int | None = None,
         output_gate: bool = False,
+        write_gate: bool = False,
     ) -> None:
         super().__init__(embed_dim, num_heads, bias, dropout, causal, short_conv, output_gate)
         if memories < 1:
             raise ValueError(f"memories must be ≥ 1, got {memories}")
         self.memories = memories
         self.router = nn.Linear(embed_dim, 2 * num_heads * memories) if memories > 1 else None
+        self.write_gate = nn.Linear(embed_dim, num_heads) if write_gate else None
+        if self.write_gate is not None:
+            nn.init.zeros_(self.write_gate.bias)
         self.projection, self.method, self.length_scale, self.output = projection, method, length_scale, output
         self.pads_in_beta = pads_in_beta
         check_method(method, causal, output)
+        check_recall_options(output, length_scale, score_scale is not None or learn_score_scale)
         if learn_score_scale and score_scale is None:
             raise ValueError("learn_score_scale=True needs a score_scale to start from")
         learned = score_scale is not None and learn_score_scale
@@ -328,8 +341,9 @@ class HrrAttention(_MultiHeadAttention):
     ) -> list[torch.Tensor]:
         """The heads of ``parts`` ⊆ "qkv" (default all) of x (B, T, E), as the kernel takes them, in
         its compute dtype: v (B, h, T, d); q, k (B, h, T, m·d), π applied (``projection``) and split
-        into the routed memory blocks (``memories``; m = 1: (B, h, T, d)). Only the named parts are
-        projected; ``key_padding_mask`` and ``halo`` feed the short convolution (:meth:`project`)."""
+        into the routed memory blocks (``memories``; m = 1: (B, h, T, d)), k times its write gate
+        (``write_gate``). Only the named parts are projected; ``key_padding_mask`` and ``halo`` feed
+        the short convolution (:meth:`project`)."""
         parts = parts or self.projected
         named = dict(zip(parts, super().heads(x, parts, key_padding_mask, halo), strict=True))
         routes = self.routes(x) if self.router is not None and set(parts) & {"q", "k"} else None
@@ -338,8 +352,15 @@ class HrrAttention(_MultiHeadAttention):
             if routes is not None:
                 r = routes["qk".index(part)]  # (B, h, T, m)
                 y = (r[..., None] * y[..., None, :]).flatten(-2)  # (B, h, T, m·d): block j = r(j) y
+            if part == "k" and self.write_gate is not None:
+                y = self.write_gates(x).to(y.dtype) * y  # g_t k_t (B, h, T, m·d)
             named[part] = y
         return [named[part] for part in parts]
+
+    def write_gates(self, x: torch.Tensor) -> torch.Tensor:
+        """The write gates g_t = sigmoid(x_t W_w + b_w) of x (B, T, E), (B, h, T, 1): how much each
+        position writes into each head's β (``write_gate``)."""
+        return torch.sigmoid(self.write_gate(x)).transpose(1, 2)[..., None]  # (B, h, T, 1)
 
     def routes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The memory routes (r^q, r^k) of x (B, T, E), each (B, h, T, m), softmax over m."""
@@ -348,13 +369,13 @@ class HrrAttention(_MultiHeadAttention):
         return logits.softmax(-1).permute(2, 0, 3, 1, 4).unbind(0)  # 2 × (B, h, T, m)
 
     def attend(self, q, k, v, key_padding_mask, reduction=None):
-        out, w = hrr_attention(
+        out = hrr_attention(
             q, k, v, key_padding_mask, causal=self.causal, method=self.method,
             reduction=reduction, length_scale=self.length_scale, score_scale=self.score_scales(), output=self.output,
-            pads_in_beta=self.pads_in_beta, return_weights=True,
+            pads_in_beta=self.pads_in_beta, return_weights=self.record_weights,
         )  # fmt: skip
         if self.record_weights:
-            self.last_weights = w
+            out, self.last_weights = out
         return out  # (B, h, T, d)
 
 

@@ -17,6 +17,9 @@ one process or over a sequence-parallel group (the two compose)::
     pass 2, per chunk:  a_c = scores(q_c, v_c, β)                      w = softmax_weights(a)  (B, h, T)
     pass 3, per chunk:  y_c = rest of the block(x_c, w_c · v_c)                                (B, T_c, D)
 
+The recall output has no scores and no softmax: pass 2 is skipped, and pass 3 unbinds each chunk
+against β (y_c = rest of the block(x_c, m √d v̂_c / ‖v̂_c‖)).
+
 Peak memory: the block's input and output (2·T·D) plus one chunk's activations, instead of
 ~20·T·D. Cost: q, k, v are projected in each pass and every pass is recomputed once in the
 backward pass (about 1.5× the work of an unchunked block).
@@ -36,7 +39,14 @@ from torch.utils.checkpoint import checkpoint
 from . import hrr
 from .attention import HrrAttention
 from .ops.hrr_attention import COSINE_EPS, LOCAL, SequenceReduction
-from .ops.hrr_attention.fourier import combine_superpositions, retrieved_values, scores, superpose, unbinding
+from .ops.hrr_attention.fourier import (
+    combine_superpositions,
+    recalled_values,
+    retrieved_values,
+    scores,
+    superpose,
+    unbinding,
+)
 from .ops.hrr_attention.range_control import safe_exponent
 from .ops.hrr_attention.weights import beta_keep, keep_weights, position_counts, softmax_weights
 from .parts import Halo, halos
@@ -101,20 +111,24 @@ class _Passes:
         x: torch.Tensor,
         mask: Mask,
         halo: Halo | None,
-        weights: torch.Tensor,
+        weights: torch.Tensor | None,
         keep: torch.Tensor | None,
         beta: torch.Tensor,
         common: torch.Tensor,
     ) -> torch.Tensor:
-        """Pass 3: the attention output (w_t v_t, or the retrieved w_t ‖v_t‖ v̂_t/‖v̂_t‖), the gate and
-        output projection (:meth:`HrrAttention.project_out`) and the rest of the block."""
+        """Pass 3: the attention output (w_t v_t, the retrieved w_t ‖v_t‖ v̂_t/‖v̂_t‖, or the recall
+        output m_t √d v̂_t/‖v̂_t‖, for which ``weights`` is the keep weights m (B, 1, T_c) or None),
+        the gate and output projection (:meth:`HrrAttention.project_out`) and the rest of the block."""
         x_in, halo_in = self._inputs(x, halo)
-        if self.attn.output == "retrieved":
-            q, k, v = self._unbinding_heads(x_in, mask, halo_in)
-            v = retrieved_values(unbinding(q, k, v, keep, beta, common, self.causal, self.exponent, COSINE_EPS))
-        else:
+        output = self.attn.output
+        if output == "value":
             [v] = self._heads(x_in, "v", mask, halo_in)  # (B, h, T_c, d)
-        return self.block.after_attention(x, self.attn.project_out((weights[..., None] * v).to(x.dtype), x_in))
+        else:
+            q, k, v = self._unbinding_heads(x_in, mask, halo_in)
+            spectra = unbinding(q, k, v, keep, beta, common, self.causal, self.exponent, COSINE_EPS)
+            v = recalled_values(spectra, weights) if output == "recall" else retrieved_values(spectra)
+        y = v if output == "recall" else weights[..., None] * v  # (B, h, T_c, d)
+        return self.block.after_attention(x, self.attn.project_out(y.to(x.dtype), x_in))
 
     def local(self, x: torch.Tensor, mask: Mask, halo: Halo | None) -> torch.Tensor:
         """The one pass of an attention whose outputs need no other position (but the halo's): the
@@ -173,16 +187,23 @@ def chunked_block_forward(
 
     parts = [_run(passes.superpose, *c, kc) for c, kc in zip(chunks, beta_keeps, strict=True)]
     betas, common = combine_superpositions([p for p, _ in parts], [s for _, s in parts], passes.causal, reduction)
-    a = [_run(passes.scores, *c, kc, bc, common) for c, kc, bc in zip(chunks, beta_keeps, betas, strict=True)]
-    weights = softmax_weights(a, keeps, passes.causal, reduction, attn.score_scales())  # (B, h, T_c) each
-    if attn.record_weights:
-        attn.last_weights = torch.cat(weights, dim=-1).detach()
+    if attn.output == "recall":  # no scores, no softmax: pass 3 takes the keep weights m (B, 1, T_c) or None
+        weights = keeps
+        if attn.record_weights:  # those of equal scores, as in one piece (hrr_attention)
+            zeros = [x.new_zeros(x.shape[0], attn.num_heads, x.shape[1], dtype=dtype) for x in xs]
+            attn.last_weights = torch.cat(softmax_weights(zeros, keeps, passes.causal, reduction), dim=-1)
+    else:
+        a = [_run(passes.scores, *c, kc, bc, common) for c, kc, bc in zip(chunks, beta_keeps, betas, strict=True)]
+        weights = softmax_weights(a, keeps, passes.causal, reduction, attn.score_scales())  # (B, h, T_c) each
+        if attn.record_weights:
+            attn.last_weights = torch.cat(weights, dim=-1).detach()
     if attn.length_scale:
         counts = position_counts(keeps, [xc.shape[1] for xc in xs], passes.causal, reduction, weights[0])
         weights = [w * n[..., 0] for w, n in zip(weights, counts, strict=True)]
 
     if first_only:
-        weights, beta_keeps = [weights[0][..., :1]], [None if beta_keeps[0] is None else beta_keeps[0][..., :1]]
+        weights = [None if weights[0] is None else weights[0][..., :1]]
+        beta_keeps = [None if beta_keeps[0] is None else beta_keeps[0][..., :1]]
     # first_only: one last pass, zip stops at the first chunk's halo and β
     finished = [
         _run(passes.finish, xc, mc, hc, w, kc, bc, common)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from . import kinds
+from .ops.hrr_attention.validation import check_recall_options
 from .options import check_choices, option
 
 __all__ = ["HrrformerConfig"]
@@ -73,16 +74,22 @@ class HrrformerConfig:
     learn_score_scale: bool = option(
         False, "hrr: learn the score scale τ per head as exp(log τ), from --score-scale (> 0)"
     )
-    hrr_output: Literal["value", "retrieved"] = option(
+    hrr_output: Literal["value", "retrieved", "recall"] = option(
         "value",
-        "hrr: what position t outputs: value (the paper, w_t·v_t) or retrieved (w_t·|v_t|·v̂_t/|v̂_t|, "
-        "what q_t unbinds from the superposition: content from the whole sequence)",
+        "hrr: what position t outputs: value (the paper, w_t·v_t), retrieved (w_t·|v_t|·v̂_t/|v̂_t|, "
+        "what q_t unbinds from the superposition: content from the whole sequence) or recall "
+        "(√d·v̂_t/|v̂_t|: no score, no softmax; refuses --length-scale and --score-scale)",
     )
     memories: int = option(
         1,
         "hrr: several β per head: M superpositions, each position's key and query routed to them by a "
         "learned softmax (β_j = Σ r^k_t(j) k_t⊛v_t, v̂_t = Σ_j r^q_t(j) q_t†⊛β_j); 1: the paper's one β",
         metavar="M",
+    )
+    write_gate: bool = option(
+        False,
+        "hrr: a learned write gate g_t = sigmoid(x_t W + b) per position and head, keys g_t·k_t: "
+        "β = Σ g_t k_t⊛v_t, each position decides how much it writes into the memory",
     )
     short_conv: int | None = option(
         None,
@@ -147,6 +154,8 @@ class HrrformerConfig:
             raise ValueError(
                 f"HrrformerConfig.learn_score_scale learns log τ: score_scale must be > 0, got {self.score_scale}"
             )
+        scaled = self.score_scale is not None or self.learn_score_scale
+        check_recall_options(self.hrr_output, self.length_scale, scaled, name="HrrformerConfig.hrr_output")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -5,7 +5,8 @@ kind       layer                chunkable  sequence-parallel   position weights 
 =========  ===================  =========  ==================  ================  ===========================
 hrr        HrrAttention         yes        yes                 yes (w_t)         projection, length_scale,
                                                                                  score_scale, learn_score_scale,
-                                                                                 hrr_output, memories
+                                                                                 hrr_output, memories,
+                                                                                 write_gate
 softmax    SoftmaxAttention     no         no                  no (T × T)        —
 none       NoAttention          yes        yes                 no                —
 =========  ===================  =========  ==================  ================  ===========================
@@ -75,6 +76,7 @@ KIND_OPTIONS: dict[str, Any] = {
     "learn_score_scale": False,
     "hrr_output": "value",
     "memories": 1,
+    "write_gate": False,
 }
 
 KINDS: dict[str, AttentionKind] = {
@@ -94,6 +96,7 @@ KINDS: dict[str, AttentionKind] = {
                 "learn_score_scale": "learn_score_scale",
                 "hrr_output": "output",
                 "memories": "memories",
+                "write_gate": "write_gate",
                 "authors_padding": "pads_in_beta",
             },
         ),

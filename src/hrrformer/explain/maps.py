@@ -3,7 +3,8 @@
 An HRR attention head gives one weight per position, w_t = softmax_t(cos(v_t, q_t† ⊛ β)), so a
 layer's heads are H vectors over the sequence, not T × T matrices. The model runs once with
 ``record_weights`` set on its attention layers; its mode and the layers' flags are restored
-afterwards. Softmax attention is refused (its weights are a T × T matrix per head).
+afterwards. Softmax attention is refused (its weights are a T × T matrix per head), and so is HRR
+attention with the recall output (it has no weights).
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ def _recording(model: nn.Module) -> Iterator[tuple[HrrformerEncoder, list[HrrAtt
     for kind in map(kinds.of_layer, layers):
         if not kind.position_weights:
             raise ValueError(no_weights_message(kind))
+    if any(getattr(a, "output", None) == "recall" for a in layers):
+        raise ValueError(
+            "attention maps need one weight per position: HRR attention with the recall output has none "
+            "(out_t = √d·v̂_t/‖v̂_t‖, no score and no softmax)"
+        )
     group = encoder.sequence_parallel_group
     if group is not None and group_size(group) > 1:
         raise ValueError("attention maps are taken from a plain forward: set sequence_parallel_group to None first")
@@ -115,7 +121,8 @@ def attention_maps(
     column is dropped unless ``include_cls`` (then T + 1 columns, CLS first).
 
     The model runs once, in eval mode and without gradient; its mode and the layers'
-    ``record_weights`` flags are restored afterwards. Raises ValueError for softmax attention.
+    ``record_weights`` flags are restored afterwards. Raises ValueError for softmax attention and
+    for HRR attention with the recall output (no weights).
     """
     tokens, mask = _prepare(model, tokens, key_padding_mask)
     with _recording(model) as (encoder, layers):

@@ -8,6 +8,9 @@ Per head, with q, k, v of shape (T, d) and m_t = 1 for real tokens, 0 for paddin
     w     = softmax_t(a), padded t → −∞      #                                          (T,)
     out_t = w_t · v_t                        #                                          (T, d)
 
+The recall output (``output="recall"``) skips a_t and w: out_t = m_t √d v̂_t / ‖v̂_t‖_ε, the
+direction of what query t unbinds from β, at RMS 1 (Fourier form only).
+
 With ``causal=True``, β_t = Σ_{s≤t} m_s (k_s ⊛ v_s) and w_t = exp(a_t) / Σ_{s≤t} m_s exp(a_s).
 With ``pads_in_beta=True`` (the authors' padding) β sums over every position, m_t = 1, while the
 softmax still gives padding weight 0.

@@ -7,11 +7,19 @@ import torch
 from ... import hrr
 from .circulant import CirculantHrrAttention
 from .cosine import COSINE_EPS
-from .fourier import combine_superpositions, retrieved_values, scores, superpose, unbinding
+from .fourier import combine_superpositions, recalled_values, retrieved_values, scores, superpose, unbinding
 from .precision import kernel_precision
 from .range_control import safe_exponent
 from .reduction import LOCAL, SequenceReduction
-from .validation import Method, Output, check_attention_inputs, check_method, check_on_every_rank, memory_count
+from .validation import (
+    Method,
+    Output,
+    check_attention_inputs,
+    check_method,
+    check_on_every_rank,
+    check_recall_options,
+    memory_count,
+)
 from .weights import beta_keep, keep_weights, position_counts, softmax_weights
 
 __all__ = ["attend", "hrr_attention", "hrr_attention_weights"]
@@ -30,15 +38,17 @@ def attend(
     output: Output = "value",
     eps: float = COSINE_EPS,
     pads_in_beta: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out (B, h, T, d), w (B, h, T)) in the compute dtype; q, k (B, h, T, m·d) and v already in
-    it, keep (B, 1, T).
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(out (B, h, T, d), w (B, h, T) or None) in the compute dtype; q, k (B, h, T, m·d) and v
+    already in it, keep (B, 1, T).
 
     ``method``: circulant (non-causal; default then) or fourier (one piece: this
     process's part). ``score_scale``: τ (h,) or None: w = softmax(τ a). ``output``: "value" (the
-    paper: w_t v_t) or "retrieved" (w_t ‖v_t‖ v̂_t / ‖v̂_t‖). ``pads_in_beta``: padding enters β (the
-    authors' padding), and is excluded from the softmax only."""
-    if method == "circulant" or (method == "auto" and not causal):
+    paper: w_t v_t), "retrieved" (w_t ‖v_t‖ v̂_t / ‖v̂_t‖) or "recall" (m_t √d v̂_t / ‖v̂_t‖, Fourier
+    form only, whatever ``method``'s "auto" would pick: no scores, no softmax, and w None).
+    ``pads_in_beta``: padding enters β (the authors' padding), and is excluded from the softmax only."""
+    recall = output == "recall"
+    if method == "circulant" or (method == "auto" and not causal and not recall):
         retrieved = output == "retrieved"
         return CirculantHrrAttention.apply(q, k, v, keep, eps, reduction, score_scale, retrieved, pads_in_beta)
     exponent = safe_exponent(q.dtype, reduction.sequence_length(q.shape[-2]), v.shape[-1], memory_count(q, v))
@@ -46,6 +56,8 @@ def attend(
     part, scale = superpose(k, v, keep_b, exponent)
     [beta], common = combine_superpositions([part], [scale], causal, reduction)
     spectra = unbinding(q, k, v, keep_b, beta, common, causal, exponent, eps)  # once, for both uses
+    if recall:
+        return recalled_values(spectra, keep), None
     a = scores(spectra)  # (B, h, T)
     [w] = softmax_weights([a], [keep], causal, reduction, score_scale)
     values = v if output == "value" else retrieved_values(spectra)
@@ -98,13 +110,18 @@ def hrr_attention(
         score_scale: τ (h,), a per-head scale of the scores: w = softmax_t(τ_h a_t). The paper's
             cosine scores lie in [−1, 1], so its weights are all within e² of uniform; |τ| ≤ 40
             (clamped) lets them focus. None: the paper (τ = 1). Differentiable.
-        output: what position t outputs: ``"value"`` (the paper: w_t v_t, v_t times one scalar) or
+        output: what position t outputs: ``"value"`` (the paper: w_t v_t, v_t times one scalar),
             ``"retrieved"``: w_t ‖v_t‖ v̂_t / ‖v̂_t‖, the direction of what q_t unbinds from β (content
-            from the whole sequence) at the length of v_t.
+            from the whole sequence) at the length of v_t, or ``"recall"``: √d v̂_t / ‖v̂_t‖_ε, that
+            direction at RMS 1 with no score and no softmax (0 at padding; causal: from β_t).
+            Recall has no circulant form (``"auto"`` picks Fourier) and refuses ``length_scale``
+            and ``score_scale``, which act on weights it does not have.
         pads_in_beta: the authors' padding (their code, commit 8a127d1): β = Σ_t k_t ⊛ v_t over every
             position, pads included; padding is excluded from the softmax only (their −1e9 mask),
             so its weight and output are 0 but it changes every real output through β.
-        return_weights: also return w (B, h, T) (no gradient): 0 at padding, rows sum to 1.
+        return_weights: also return w (B, h, T) (no gradient): 0 at padding, rows sum to 1. The
+            recall output has no weights: it returns those of equal scores, uniform over the real
+            positions (m_t / n, causal m_t / n_t), computed only when asked for.
         check: with a group, first agree on every rank that the inputs are valid (one all-gather).
 
     Returns:
@@ -125,6 +142,7 @@ def hrr_attention(
     else:
         check_attention_inputs(q, k, v, key_padding_mask, memories=True)
     check_method(method, causal, output)
+    check_recall_options(output, length_scale, score_scale is not None)
     dtype = hrr.compute_dtype(q.dtype)
     keep = keep_weights(key_padding_mask, dtype)
     if score_scale is not None and tuple(score_scale.shape) != (q.shape[1],):
@@ -135,6 +153,8 @@ def hrr_attention(
     )  # fmt: skip
     if length_scale:
         out = out * position_counts([keep], [q.shape[-2]], causal, reduction, out)[0]
+    if w is None and return_weights:  # recall: the weights of equal scores, uniform over real positions
+        [w] = softmax_weights([out.new_zeros(out.shape[:-1])], [keep], causal, reduction)
     out = out.to(q.dtype)
     return (out, w.detach()) if return_weights else out
 
@@ -148,5 +168,6 @@ def hrr_attention_weights(
     causal: bool = False,
 ) -> torch.Tensor:
     """The softmax weights w (B, h, T) of :func:`hrr_attention` (0 at padding; each row sums to 1
-    over real positions without ``causal``). For attention maps; no gradient."""
+    over real positions without ``causal``) with the paper's scores, which the value and retrieved
+    outputs share (the recall output has none). For attention maps; no gradient."""
     return hrr_attention(q, k, v, key_padding_mask, causal, method="fourier", return_weights=True)[1]

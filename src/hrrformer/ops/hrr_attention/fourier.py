@@ -8,7 +8,9 @@ through the reduction::
     scores(q, v, β)     a_t = cos(v_t, q_t† ⊛ β), t ∈ c  (causal: β_t = prefix + running sum in c)
 
 then :func:`~.weights.softmax_weights`; the output is w_t v_t (the paper) or, with the retrieved
-output, w_t ‖v_t‖ v̂_t / ‖v̂_t‖ (:func:`retrieved_values`). One process without chunking is one piece; the chunked
+output, w_t ‖v_t‖ v̂_t / ‖v̂_t‖ (:func:`retrieved_values`). The recall output, m_t √d v̂_t / ‖v̂_t‖
+(:func:`recalled_values`), needs no scores and no softmax: superpose, combine, unbind, and the
+direction of v̂_t at RMS 1. One process without chunking is one piece; the chunked
 block (:mod:`hrrformer.chunked`) runs each step over its chunks (recomputing q, k, v in each).
 With m memories (q, k of width m·d) β holds one spectrum per memory and F(v̂_t) = Σ_j
 conj(F(q_t^(j))) F(β_j); m = 1 is the paper's single β.
@@ -16,6 +18,7 @@ conj(F(q_t^(j))) F(β_j); m = 1 is the paper's single β.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -26,7 +29,15 @@ from .precision import kernel_precision
 from .range_control import downscale, downscales, scaled_eps2
 from .reduction import SequenceReduction
 
-__all__ = ["Unbinding", "combine_superpositions", "retrieved_values", "scores", "superpose", "unbinding"]
+__all__ = [
+    "Unbinding",
+    "combine_superpositions",
+    "recalled_values",
+    "retrieved_values",
+    "scores",
+    "superpose",
+    "unbinding",
+]
 
 
 def _masked(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
@@ -114,11 +125,24 @@ def scores(u: Unbinding) -> torch.Tensor:
     return parseval_cosine(u.vhat_f, u.vf, u.v, u.eps2_vhat, u.eps2_v)
 
 
+def _unit_retrieved(u: Unbinding) -> torch.Tensor:
+    """v̂_t / ‖v̂_t‖_ε (B, h, T_c, d), from the scaled v̂' with the guard scaled alike (ε² s_q² s_k*² s_v*²):
+    the same direction as unscaled. One inverse rfft."""
+    vhat = torch.fft.irfft(u.vhat_f, n=u.v.shape[-1], dim=-1)  # v̂' (B, h, T_c, d)
+    return vhat * torch.rsqrt(vhat.square().sum(-1, keepdim=True) + u.eps2_vhat[..., None])
+
+
 @kernel_precision
 def retrieved_values(u: Unbinding) -> torch.Tensor:
     """‖v_t‖_ε · v̂_t / ‖v̂_t‖_ε (B, h, T_c, d): what query t unbinds from β (content of the whole
     sequence), at the length of its own value. One inverse rfft."""
-    vhat = torch.fft.irfft(u.vhat_f, n=u.v.shape[-1], dim=-1)  # v̂' (B, h, T_c, d)
-    unit = vhat * torch.rsqrt(vhat.square().sum(-1, keepdim=True) + u.eps2_vhat[..., None])
     v_norm = torch.sqrt(u.v.square().sum(-1, keepdim=True) + u.eps2_v[..., None]) / u.s_v  # ‖v‖_ε (B, h, T_c, 1)
-    return unit * v_norm
+    return _unit_retrieved(u) * v_norm
+
+
+@kernel_precision
+def recalled_values(u: Unbinding, keep: torch.Tensor | None) -> torch.Tensor:
+    """m_t · √d · v̂_t / ‖v̂_t‖_ε (B, h, T_c, d): the recall output, the direction of what query t
+    unbinds from β (causal: β_t, the pairs s ≤ t) at RMS 1, with no score and no weight; 0 at padding
+    (``keep`` (B, 1, T_c), the real positions, or None: all real). One inverse rfft."""
+    return _masked(_unit_retrieved(u) * math.sqrt(u.v.shape[-1]), keep)

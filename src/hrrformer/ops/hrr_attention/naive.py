@@ -6,7 +6,7 @@ import torch
 
 from ... import hrr
 from .cosine import COSINE_EPS
-from .validation import check_attention_inputs, memory_count
+from .validation import check_attention_inputs, check_recall_options, memory_count
 
 __all__ = ["hrr_attention_reference"]
 
@@ -24,7 +24,8 @@ def hrr_attention_reference(
     """HRR attention as the paper writes it, in the time domain. Slow; for tests.
 
     ``score_scale`` τ (h,): softmax over τ_h a_t instead of a_t (the score-scale variant).
-    ``output="retrieved"``: w_t ‖v_t‖_ε v̂_t / ‖v̂_t‖_ε instead of w_t v_t.
+    ``output="retrieved"``: w_t ‖v_t‖_ε v̂_t / ‖v̂_t‖_ε instead of w_t v_t; ``output="recall"``:
+    m_t √d v̂_t / ‖v̂_t‖_ε, no weight (the softmax is computed and left unused).
     ``pads_in_beta``: padding is bound into β like any position (the authors' padding) and is
     masked in the softmax only. q and k of shape (B, h, T, m·d): m memories (several β per head),
     β_j = Σ_t m_t k_t^(j) ⊛ v_t and v̂_t = Σ_j q_t^(j)† ⊛ β_j over the blocks j of d.
@@ -34,6 +35,7 @@ def hrr_attention_reference(
     explicit T × T lower-triangular softmax, of which output t takes the diagonal entry).
     """
     check_attention_inputs(q, k, v, key_padding_mask, memories=True)
+    check_recall_options(output, False, score_scale is not None)
     dtype = hrr.compute_dtype(q.dtype)
     b, h, t, d = v.shape
     m = memory_count(q, v)
@@ -59,8 +61,11 @@ def hrr_attention_reference(
     probs = scores.softmax(-1).masked_fill(~allowed, 0.0)
     w = probs.diagonal(dim1=-2, dim2=-1) if causal else probs[:, :, 0, :]  # (B, h, T)
     values = v_
+    vhat_norm = torch.sqrt(vhat.square().sum(-1, keepdim=True) + COSINE_EPS**2)  # ‖v̂‖_ε (B, h, T, 1)
     if output == "retrieved":
-        vhat_norm = torch.sqrt(vhat.square().sum(-1, keepdim=True) + COSINE_EPS**2)  # (B, h, T, 1)
         v_norm = torch.sqrt(v_.square().sum(-1, keepdim=True) + COSINE_EPS**2)
         values = vhat / vhat_norm * v_norm
+    if output == "recall":  # m_t √d v̂_t / ‖v̂_t‖_ε
+        real = (~pad).to(dtype)[:, None, :, None]  # (B, 1, T, 1)
+        return (real * d**0.5 * vhat / vhat_norm).to(q.dtype)
     return (w[..., None] * values).to(q.dtype)

@@ -17,14 +17,16 @@ __all__ = [
     "check_attention_inputs",
     "check_method",
     "check_on_every_rank",
+    "check_recall_options",
     "memory_count",
 ]
 
 Method = Literal["auto", "circulant", "fourier"]
 METHODS = ("auto", "circulant", "fourier")
-#: what each position outputs: the paper's w_t v_t, or w_t ‖v_t‖ v̂_t / ‖v̂_t‖ (see fourier.py)
-Output = Literal["value", "retrieved"]
-OUTPUTS = ("value", "retrieved")
+#: what each position outputs: the paper's w_t v_t, w_t ‖v_t‖ v̂_t / ‖v̂_t‖, or √d v̂_t / ‖v̂_t‖ with no
+#: weight at all (the recall output; see fourier.py)
+Output = Literal["value", "retrieved", "recall"]
+OUTPUTS = ("value", "retrieved", "recall")
 _DTYPE_CODES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -70,6 +72,26 @@ def check_method(method: str, causal: bool, output: str = "value") -> None:
         raise ValueError("method='circulant' has no causal form (β would be a running d×d sum); use 'fourier'")
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    if method == "circulant" and output == "recall":
+        raise ValueError(
+            "method='circulant' has no form of output='recall' (it computes the softmax-weighted output); "
+            "use 'fourier' or 'auto'"
+        )
+
+
+def check_recall_options(output: str, length_scale: bool, score_scale: bool, name: str = "output") -> None:
+    """ValueError where an option that acts on the softmax weights is set with the recall output,
+    which has none (out_t = √d v̂_t / ‖v̂_t‖): the length scale n (which undoes the weights' 1/n) and
+    the score scale τ (``score_scale`` True: a τ is given, fixed or learned). ``name``: how the
+    caller spells the output option, in the message."""
+    if output != "recall":
+        return
+    given = [option for option, on in (("length_scale", length_scale), ("score_scale", score_scale)) if on]
+    if given:
+        raise ValueError(
+            f"{name}='recall' has no softmax weights (out_t = √d·v̂_t/‖v̂_t‖), so {' and '.join(given)} would "
+            "have no effect: leave them off (--no-length-scale, --score-scale none, --no-learn-score-scale)"
+        )
 
 
 def check_on_every_rank(
