@@ -6,6 +6,8 @@
 #        names of variant_args in scripts/side_by_side.sh, default "softmax hrr retrieved")
 #        WIDTHS="64 128 256" SHAPES="64:4 128:8 256:16" LRS="3e-3" SEEDS="0" TRAIN=100000 \
 #          bash scripts/mqar_study.sh 10 softmax retrieved
+#        TAG=h1 EXTRA="--heads 1" bash scripts/mqar_study.sh 10 recall-wg   (more hrrformer train flags
+#          for every run, and a tag in the run names: runs/mqar/T64-P4-d128-lr3e-3-s0-h1-recall-wg/)
 # Data: data/mqar/T<T>-P<pairs>/{train,val,test}.npz (V = 8,192), made once with `hrrformer data mqar`.
 # Runs: runs/mqar/T<T>-P<pairs>-d<width>-lr<lr>-s<seed>-<model>/ ; logs: logs/mqar-<same>.log.
 # Finished runs (summary.json present) are skipped, so the study can be restarted.
@@ -21,6 +23,7 @@ read -r -a widths <<< "${WIDTHS:-64 128 256}"
 read -r -a shapes <<< "${SHAPES:-64:4 128:8 256:16}"
 read -r -a lrs <<< "${LRS:-3e-3}"
 read -r -a seeds <<< "${SEEDS:-0}"
+tag="${TAG:+$TAG-}"
 queue=()  # "name|flags" of every run, in order
 for shape in "${shapes[@]}"; do
   t="${shape%%:*}" pairs="${shape##*:}" data="data/mqar/T${shape%%:*}-P${shape##*:}"
@@ -32,8 +35,8 @@ for shape in "${shapes[@]}"; do
     for lr in "${lrs[@]}"; do
       for seed in "${seeds[@]}"; do
         for model in "${models[@]}"; do
-          queue+=("T$t-P$pairs-d$width-lr$lr-s$seed-$model|--task mqar --preset cpu --data $data --max-len $t \
---dim $width --lr $lr --seed $seed --max-minutes $minutes --log-every 20 $(variant_args "$model")")
+          queue+=("T$t-P$pairs-d$width-lr$lr-s$seed-$tag$model|--task mqar --preset cpu --data $data --max-len $t \
+--dim $width --lr $lr --seed $seed --max-minutes $minutes --log-every 20 $(variant_args "$model") ${EXTRA:-}")
         done
       done
     done
