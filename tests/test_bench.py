@@ -15,11 +15,11 @@ from hrrformer import cli
 from hrrformer.attention import hrr_attention_reference
 from hrrformer.bench import (
     CSV_COLUMNS,
-    _model_option,
     _model_tasks,
     _row,
     _worker_env,
     model_config_for,
+    model_option,
     peak_gflops,
     ratio_table,
     run_config,
@@ -243,11 +243,11 @@ def test_every_task_model_runs_a_step(task, method):
 def test_set_puts_model_options_on_the_preset_and_in_the_row():
     """--set FIELD=VALUE: parsed as JSON (else a string), checked against HrrformerConfig, applied by the
     worker (more parameters with the parts) and written to the row's options column."""
-    assert _model_option("short_conv=4") == ("short_conv", 4)
-    assert _model_option("output_gate=true") == ("output_gate", True)
-    assert _model_option("pos_embedding=sinusoidal") == ("pos_embedding", "sinusoidal")
+    assert model_option("short_conv=4") == ("short_conv", 4)
+    assert model_option("output_gate=true") == ("output_gate", True)
+    assert model_option("pos_embedding=sinusoidal") == ("pos_embedding", "sinusoidal")
     with pytest.raises(argparse.ArgumentTypeError, match="HrrformerConfig field"):
-        _model_option("no_such_field=1")
+        model_option("no_such_field=1")
     spec = dict(kind="model", task="listops", method="hrr", seq_len=12, batch=2, dim=0, heads=0, mode="train")
     spec.update(dtype="float32", warmup=0, repeats=1, count_flops=True)
     plain, parts = measure(spec), measure({**spec, "model_options": {"short_conv": 4, "output_gate": True}})

@@ -66,6 +66,7 @@ __all__ = [
     "compute_table",
     "load_peak",
     "model_config_for",
+    "model_option",
     "peak_gflops",
     "peak_record",
     "peak_specs",
@@ -541,7 +542,7 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def _model_option(text: str) -> tuple[str, Any]:
+def model_option(text: str) -> tuple[str, Any]:
     """``FIELD=VALUE`` → (field, value): VALUE as JSON (4, 0.5, true, null) or else as a string."""
     name, sep, value = text.partition("=")
     fields = {f.name for f in dataclasses.fields(HrrformerConfig)}
@@ -668,7 +669,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set",
         dest="model_options",
-        type=_model_option,
+        type=model_option,
         action="append",
         default=[],
         metavar="FIELD=VALUE",

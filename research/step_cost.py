@@ -1,0 +1,91 @@
+"""What model options cost per training step, measured where the machine is shared: CPU time.
+
+    python -m research.step_cost listops --dtype bfloat16 --set short_conv=4 --set output_gate=true
+    python -m research.step_cost text --dtype float32 --set short_conv=4 --repeats 5
+
+Builds the task's ``cpu`` preset model (:func:`hrrformer.bench_methods.bench_model_for`: its
+model, batch and length, random tokens) once per variant — the preset, each ``--set`` alone, and
+all of them together — and times their training steps (forward under autocast for bf16,
+cross-entropy, backward, Adam) **interleaved**, one step of each variant in turn, at one thread.
+Each step is timed with ``time.thread_time()``, the CPU time of this thread. It does not count
+time spent descheduled, so a training run on the other core disturbs it far less than it disturbs
+wall time. It still counts memory stalls, which a neighbour lengthens a little. Prints the
+minimum and median per variant and the extra over the preset. ``hrrformer bench`` gives the wall
+time on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from hrrformer import Hrrformer
+from hrrformer.bench import model_option
+from hrrformer.bench_methods import bench_model_for
+from hrrformer.perf import keep_freed_memory
+
+
+def _step_function(task: str, options: dict, dtype: torch.dtype):
+    """One training step of the ``cpu`` preset of ``task`` with ``options`` set (seed 0)."""
+    bench = bench_model_for(task)
+    if bench.pair or bench.config.pooling == "none":
+        raise SystemExit(f"{task}: two-document and per-position tasks are not supported here")
+    config = bench.config
+    for name, value in options.items():
+        setattr(config, name, value)
+    config.__post_init__()
+    torch.manual_seed(0)
+    model = Hrrformer(config).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(1, config.vocab_size, (bench.batch, bench.seq_len), generator=g)
+    labels = torch.randint(0, config.num_classes, (bench.batch,), generator=g)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            logits = model(tokens)  # (B, C)
+        F.cross_entropy(logits.float(), labels).backward()
+        optimizer.step()
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("task")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="bfloat16")
+    parser.add_argument(
+        "--set", action="append", type=model_option, default=[], metavar="FIELD=VALUE", help="a model option"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per variant (after one warm-up)")
+    args = parser.parse_args()
+    keep_freed_memory()
+    torch.set_num_threads(1)
+    options = dict(args.set)
+    variants = {"preset": {}, **{f"{k}={v}": {k: v} for k, v in options.items()}}
+    if len(options) > 1:
+        variants["all of them"] = options
+    dtype = getattr(torch, args.dtype)
+    steps = {name: _step_function(args.task, opts, dtype) for name, opts in variants.items()}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for repeat in range(args.repeats + 1):
+        for name, step in steps.items():
+            start = time.thread_time()
+            step()
+            if repeat:  # the first round warms up
+                times[name].append(time.thread_time() - start)
+    base = min(times["preset"])
+    for name, values in times.items():
+        print(
+            f"{args.task} {args.dtype} {name:28s} min {1000 * min(values):7.1f} ms  "
+            f"median {1000 * statistics.median(values):7.1f} ms  {100 * (min(values) / base - 1):+.0f} %"
+        )
+
+
+if __name__ == "__main__":
+    main()
