@@ -18,6 +18,7 @@ variant_args() {  # variant name → its hrrformer train flags (preset: the pres
   case "$1" in
     paper|hrr) echo --attention hrr --hrr-output value --no-length-scale --score-scale none --no-learn-score-scale ;;
     softmax) echo --attention softmax ;;
+    none) echo --attention none ;;  # the ablation: the block without its attention (outputs v_t)
     ls-tau) echo --length-scale --score-scale 16 --learn-score-scale ;;
     retrieved) echo --hrr-output retrieved --length-scale --score-scale 16 --learn-score-scale ;;
     retrieved-only) echo --hrr-output retrieved ;;
