@@ -635,6 +635,9 @@ def test_binaries_csv_manifest_with_splits(tmp_path):
     (tmp_path / "bin" / "ints.csv").write_text("label,path\n0,benign/0.exe\n2,benign/1.exe\n1,malicious/0.exe\n")
     data = binaries.load(tmp_path / "bin" / "ints.csv", val_fraction=0.0)
     assert data.class_names is None and data.num_classes == 3 and sorted(data.train.labels) == [0, 1, 2]
+    (tmp_path / "bin" / "super.csv").write_text("label,path\n²,benign/0.exe\n3,benign/1.exe\n")  # "²".isdigit()
+    data = binaries.load(tmp_path / "bin" / "super.csv", val_fraction=0.0)
+    assert data.class_names == ["3", "²"] and sorted(data.train.labels) == [0, 1]  # names, not int("²")
 
 
 def test_binaries_bad_files(tmp_path, monkeypatch):

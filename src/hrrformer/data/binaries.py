@@ -112,7 +112,7 @@ def _first_undecodable(manifest: Path) -> str:
 
 def _class_indices(raw: list[str]) -> tuple[list[int], list[str] | None]:
     """Labels as indices: integers as they are when every label is one, else names by sorted order."""
-    if raw and all(label.isdigit() for label in raw):
+    if raw and all(label.isascii() and label.isdigit() for label in raw):  # "²".isdigit() too
         return [int(label) for label in raw], None
     names = sorted(set(raw))
     index = {name: i for i, name in enumerate(names)}
