@@ -48,7 +48,7 @@ from .ops.hrr_attention.fourier import (
     unbinding,
 )
 from .ops.hrr_attention.range_control import safe_exponent
-from .ops.hrr_attention.weights import beta_keep, keep_weights, position_counts, softmax_weights
+from .ops.hrr_attention.weights import beta_keep, equal_weights, keep_weights, position_counts, softmax_weights
 from .parts import Halo, halos
 
 __all__ = ["chunked_block_forward"]
@@ -190,8 +190,9 @@ def chunked_block_forward(
     if attn.output == "recall":  # no scores, no softmax: pass 3 takes the keep weights m (B, 1, T_c) or None
         weights = keeps
         if attn.record_weights:  # those of equal scores, as in one piece (hrr_attention)
-            zeros = [x.new_zeros(x.shape[0], attn.num_heads, x.shape[1], dtype=dtype) for x in xs]
-            attn.last_weights = torch.cat(softmax_weights(zeros, keeps, passes.causal, reduction), dim=-1)
+            shapes = [(x.shape[0], attn.num_heads, x.shape[1]) for x in xs]
+            like = x.new_empty((), dtype=dtype)
+            attn.last_weights = torch.cat(equal_weights(keeps, shapes, passes.causal, reduction, like), dim=-1)
     else:
         a = [_run(passes.scores, *c, kc, bc, common) for c, kc, bc in zip(chunks, beta_keeps, betas, strict=True)]
         weights = softmax_weights(a, keeps, passes.causal, reduction, attn.score_scales())  # (B, h, T_c) each

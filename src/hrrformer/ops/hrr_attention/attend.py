@@ -20,7 +20,7 @@ from .validation import (
     check_recall_options,
     memory_count,
 )
-from .weights import beta_keep, keep_weights, position_counts, softmax_weights
+from .weights import beta_keep, equal_weights, keep_weights, position_counts, softmax_weights
 
 __all__ = ["attend", "hrr_attention", "hrr_attention_weights"]
 
@@ -154,7 +154,7 @@ def hrr_attention(
     if length_scale:
         out = out * position_counts([keep], [q.shape[-2]], causal, reduction, out)[0]
     if w is None and return_weights:  # recall: the weights of equal scores, uniform over real positions
-        [w] = softmax_weights([out.new_zeros(out.shape[:-1])], [keep], causal, reduction)
+        [w] = equal_weights([keep], [out.shape[:-1]], causal, reduction, out)
     out = out.to(q.dtype)
     return (out, w.detach()) if return_weights else out
 

@@ -24,6 +24,7 @@ from .reduction import SequenceReduction
 __all__ = [
     "MAX_SCORE_SCALE",
     "beta_keep",
+    "equal_weights",
     "keep_weights",
     "position_counts",
     "running_totals",
@@ -82,6 +83,18 @@ def softmax_weights(
     exps = [scaled_exp(a, keep, score_scale) for a, keep in zip(scores, keeps, strict=True)]
     denoms = running_totals(exps, causal, reduction)
     return [e / z.masked_fill(z == 0, 1.0) for e, z in zip(exps, denoms, strict=True)]
+
+
+def equal_weights(
+    keeps: Sequence[torch.Tensor | None],
+    shapes: Sequence[tuple[int, int, int]],
+    causal: bool,
+    reduction: SequenceReduction,
+    like: torch.Tensor,
+) -> list[torch.Tensor]:
+    """The weights every score being equal would give, per piece (B, h, T_c) of ``shapes``: m_t / n
+    (causal: m_t / n_t), in ``like``'s dtype. What the recall output, which has no scores, reports."""
+    return softmax_weights([like.new_zeros(shape) for shape in shapes], keeps, causal, reduction)
 
 
 @kernel_precision
