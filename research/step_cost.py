@@ -3,8 +3,9 @@
     python -m research.step_cost listops --dtype bfloat16 --set short_conv=4 --set output_gate=true
     python -m research.step_cost text --dtype float32 --set short_conv=4 --repeats 5
 
-Builds the task's ``cpu`` preset model (:func:`hrrformer.bench_methods.bench_model_for`: its
-model, batch and length, random tokens) once per variant — the preset, each ``--set`` alone, and
+Builds the training step that ``hrrformer bench --model TASK`` times
+(:class:`hrrformer.bench_methods.ModelWorkload`: the task's ``cpu`` preset model, batch and length,
+random tokens) once per variant — the preset, each ``--set`` alone, and
 all of them together — and times their training steps (forward under autocast for bf16,
 cross-entropy, backward, Adam) **interleaved**, one step of each variant in turn, at one thread.
 Each step is timed with ``time.thread_time()``, the CPU time of this thread. It does not count
@@ -21,38 +22,10 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
-from hrrformer import Hrrformer
 from hrrformer.bench import model_option
-from hrrformer.bench_methods import bench_model_for
+from hrrformer.bench_methods import ModelWorkload
 from hrrformer.perf import keep_freed_memory
-
-
-def _step_function(task: str, options: dict, dtype: torch.dtype):
-    """One training step of the ``cpu`` preset of ``task`` with ``options`` set (seed 0)."""
-    bench = bench_model_for(task)
-    if bench.pair or bench.config.pooling == "none":
-        raise SystemExit(f"{task}: two-document and per-position tasks are not supported here")
-    config = bench.config
-    for name, value in options.items():
-        setattr(config, name, value)
-    config.__post_init__()
-    torch.manual_seed(0)
-    model = Hrrformer(config).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(0)
-    tokens = torch.randint(1, config.vocab_size, (bench.batch, bench.seq_len), generator=g)
-    labels = torch.randint(0, config.num_classes, (bench.batch,), generator=g)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-            logits = model(tokens)  # (B, C)
-        F.cross_entropy(logits.float(), labels).backward()
-        optimizer.step()
-
-    return step
 
 
 def main() -> None:
@@ -71,12 +44,17 @@ def main() -> None:
     if len(options) > 1:
         variants["all of them"] = options
     dtype = getattr(torch, args.dtype)
-    steps = {name: _step_function(args.task, opts, dtype) for name, opts in variants.items()}
-    times: dict[str, list[float]] = {name: [] for name in steps}
+    cpu = torch.device("cpu")
+    workloads = {
+        name: ModelWorkload({"task": args.task, "method": "hrr", "model_options": opts}, cpu, dtype)
+        for name, opts in variants.items()
+    }
+    times: dict[str, list[float]] = {name: [] for name in workloads}
     for repeat in range(args.repeats + 1):
-        for name, step in steps.items():
+        for name, workload in workloads.items():
+            workload.reset()
             start = time.thread_time()
-            step()
+            workload.step()
             if repeat:  # the first round warms up
                 times[name].append(time.thread_time() - start)
     base = min(times["preset"])

@@ -61,6 +61,7 @@ __all__ = [
     "PROFILE_STEPS",
     "BenchModel",
     "DataShape",
+    "ModelWorkload",
     "bench_model_for",
     "load_function",
     "measure",
@@ -331,7 +332,7 @@ def _random_tokens(config: HrrformerConfig, batch: int, seq_len: int, g: torch.G
     return tokens.masked_fill(tokens == config.pad_id, low) if config.pad_id else tokens
 
 
-class _ModelWorkload(_Workload):
+class ModelWorkload(_Workload):
     """One training step of a whole model: forward, cross-entropy, backward, Adam.
 
     Two-document tasks run :class:`~hrrformer.model.HrrformerDualEncoder` on two (B, T) token
@@ -495,7 +496,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     result: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads()}
     try:
-        workload_cls = _ModelWorkload if spec.get("kind") == "model" else _KernelWorkload
+        workload_cls = ModelWorkload if spec.get("kind") == "model" else _KernelWorkload
         # Prime: one eager step of a tiny copy loads what a first call loads once per process
         # (autograd and OpenMP threads, kernels, FFT plans: ~40 MB of RSS on CPU), so that it is
         # not counted as the peak memory of the configuration.
