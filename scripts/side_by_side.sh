@@ -14,7 +14,7 @@ train_in_background() {  # group, name, then hrrformer train arguments → runs/
   OMP_NUM_THREADS=1 PYTHONPATH="$snapshot/src" /usr/bin/time -v .venv/bin/python -m hrrformer train \
     --out "runs/$group/$name" --overwrite --no-progress "$@" > "logs/$group-$name.log" 2>&1 &
 }
-variant_args() {  # variant name → its hrrformer train flags (preset: the preset as it is; NAME-scK, NAME-gate, NAME-wg: a short convolution of kernel K, the output gate, the write gate; NAME-bf16, NAME-fp32: --amp bf16 or none; hrr: the paper's formula, as paper; NAME-m4: 4 memories; NAME-post, -nofn, -cls: post-norm, no final norm, CLS pooling; NAME-pi: π on q and k; NAME-hN: N heads)
+variant_args() {  # variant name → its hrrformer train flags (preset: the preset as it is; NAME-scK, NAME-gate, NAME-wg: a short convolution of kernel K, the output gate, the write gate; NAME-bf16, NAME-fp32: --amp bf16 or none; hrr: the paper's formula, as paper; NAME-m4: 4 memories; NAME-post, -nofn, -cls: post-norm, no final norm, CLS pooling; NAME-pi: π on q and k; NAME-hN: N heads; NAME-dD: heads of width D)
   case "$1" in
     paper|hrr) echo --attention hrr --hrr-output value --no-length-scale --score-scale none --no-learn-score-scale ;;
     softmax) echo --attention softmax ;;
@@ -48,6 +48,9 @@ variant_args() {  # variant name → its hrrformer train flags (preset: the pres
     *-post|*-nofn|*-cls)  # what surrounds the attention: post-norm blocks, no final LayerNorm, CLS pooling
       local base; base="$(variant_args "${1%-*}")" || exit 2
       case "${1##*-}" in post) echo "$base" --norm post ;; nofn) echo "$base" --no-final-norm ;; cls) echo "$base" --pooling cls ;; esac ;;
+    *-d[1-9][0-9]|*-d[1-9][0-9][0-9]|*-d[1-9][0-9][0-9][0-9])  # NAME-dD: NAME with heads D wide (HRR: memories of D)
+      local base; base="$(variant_args "${1%-d*}")" || exit 2
+      echo "$base" --head-dim "${1##*-d}" ;;
     *-h[1-9]|*-h[1-9][0-9])  # NAME-hN: NAME with N heads
       local base; base="$(variant_args "${1%-h*}")" || exit 2
       echo "$base" --heads "${1##*-h}" ;;

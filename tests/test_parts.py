@@ -20,6 +20,7 @@ PARTS = {
     "pointwise_conv": dict(short_conv=1),  # K = 1: no halo, a per-channel scale then SiLU
     "output_gate": dict(output_gate=True),
     "both": dict(short_conv=4, output_gate=True),
+    "wide_heads_both": dict(head_dim=7, short_conv=3, output_gate=True),  # h·d = 21 ≠ E = 12
 }
 
 
@@ -56,15 +57,18 @@ def kernel_reference(layer: torch.nn.Module, heads: list[torch.Tensor], mask: to
 def layer_reference(layer: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """The whole layer written plainly: projections, the convolution (padding zeroed after the
     projection, bias included), heads, the kernel, the gate, the output projection."""
-    b, t, e = x.shape
+    b, t, _ = x.shape
     h, d = layer.num_heads, layer.head_dim
-    u = F.linear(x, layer.qkv_proj.weight, layer.qkv_proj.bias)  # (B, T, n·E)
+    u = F.linear(x, layer.qkv_proj.weight, layer.qkv_proj.bias)  # (B, T, n·h·d)
     if layer.short_conv is not None:
         keep = None if mask is None else (~mask)[..., None].to(x.dtype)
         u = short_conv_reference(u, layer.short_conv.weight, keep)
-    heads = [u[..., i * e : (i + 1) * e].reshape(b, t, h, d).transpose(1, 2) for i in range(len(layer.projected))]
+    width = h * d
+    heads = [
+        u[..., i * width : (i + 1) * width].reshape(b, t, h, d).transpose(1, 2) for i in range(len(layer.projected))
+    ]
     o = kernel_reference(layer, heads, mask).transpose(1, 2)  # (B, T, h, d)
-    o = o.reshape(b, t, e) if layer.gate is None else gate_reference(o, x, layer.gate)
+    o = o.reshape(b, t, width) if layer.gate is None else gate_reference(o, x, layer.gate)
     return F.linear(o, layer.out_proj.weight, layer.out_proj.bias)
 
 
@@ -287,3 +291,20 @@ def test_parts_are_checked_and_counted():
     assert layer.short_conv.weight.shape == (24, 1, 4) and layer.halo_size == 3
     assert layer.gate.proj.weight.shape == (8, 8) and layer.gate.weight.shape == (4,)
     assert NoAttention(8, 2, short_conv=4).short_conv.weight.shape == (8, 1, 4)  # v's channels only
+
+
+def test_head_dim_sets_each_heads_width_apart_from_the_model_width():
+    """head_dim d: projections E → h·d, the gate's W_g E → h·d, the output projection h·d → E."""
+    layer = HrrAttention(8, 2, head_dim=16, short_conv=4, output_gate=True)
+    assert layer.qkv_proj.weight.shape == (96, 8) and layer.out_proj.weight.shape == (8, 32)
+    assert layer.short_conv.weight.shape == (96, 1, 4) and layer.gate.proj.weight.shape == (32, 8)
+    assert layer(torch.randn(2, 5, 8)).shape == (2, 5, 8)
+    assert SoftmaxAttention(6, 4, head_dim=3).head_dim == 3  # 6 % 4 ≠ 0 is fine with a head_dim
+    with pytest.raises(ValueError, match="divisible"):
+        SoftmaxAttention(6, 4)
+    with pytest.raises(ValueError, match="head_dim must be ≥ 1"):
+        HrrAttention(8, 2, head_dim=0)
+    with pytest.raises(ValueError, match="head_dim must be ≥ 1"):
+        HrrformerConfig(head_dim=0)
+    config = HrrformerConfig(vocab_size=20, max_len=16, dim=12, heads=1, head_dim=64, attention="none")
+    assert Hrrformer(config).encoder.blocks[0].attn.qkv_proj.weight.shape == (64, 12)  # v's rows only

@@ -455,3 +455,13 @@ def test_a_causal_recall_model_with_the_write_gate_learns_associative_recall():
     asked = labels != -100
     accuracy = (predicted[asked] == labels[asked]).float().mean().item()
     assert accuracy > 0.6, accuracy
+
+
+def test_the_head_dim_flag_builds_wide_memories(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "10000")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    model = config_from_args(parser.parse_args(["--task", "mqar", "--preset", "demo", "--head-dim", "256"])).model
+    layer = Hrrformer(HrrformerConfig(**{**model, "vocab_size": 40, "num_classes": 40})).encoder.blocks[0].attn
+    assert (model["head_dim"], layer.head_dim, layer.inner_dim) == (256, 256, 256 * model["heads"])
+    assert config_from_args(parser.parse_args(["--task", "mqar", "--preset", "demo"])).model["head_dim"] is None

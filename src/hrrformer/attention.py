@@ -87,6 +87,9 @@ class _MultiHeadAttention(nn.Module):
     ``short_conv=K``: a depthwise causal convolution of kernel K on the projections, then SiLU;
     ``output_gate=True``: o ← RMSNorm_d(o) ⊙ SiLU(x W_g) before the output projection
     (:mod:`hrrformer.parts`). None and False (defaults): neither, the paper's layer.
+    ``head_dim=d``: each head's width, so the projections map E → h·d and the output projection
+    h·d → E (None, the default: d = E / h, ``nn.MultiheadAttention``'s). For HRR it is the
+    memory's size: n pairs superposed in d dimensions unbind with crosstalk ~√(n/d).
     """
 
     #: The projections a position makes, in the order of ``qkv_proj``'s rows (E each).
@@ -105,19 +108,23 @@ class _MultiHeadAttention(nn.Module):
         causal: bool = False,
         short_conv: int | None = None,
         output_gate: bool = False,
+        head_dim: int | None = None,
     ) -> None:
         super().__init__()
         if embed_dim <= 0 or num_heads <= 0:
             raise ValueError(f"embed_dim and num_heads must be positive, got {embed_dim} and {num_heads}")
-        if embed_dim % num_heads:
+        if head_dim is None and embed_dim % num_heads:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+        if head_dim is not None and head_dim < 1:
+            raise ValueError(f"head_dim must be ≥ 1 or None, got {head_dim}")
         self.embed_dim, self.num_heads, self.causal = embed_dim, num_heads, causal
-        self.head_dim = embed_dim // num_heads
-        width = len(self.projected) * embed_dim
+        self.head_dim = embed_dim // num_heads if head_dim is None else head_dim
+        self.inner_dim = num_heads * self.head_dim  # h·d: the width of each projection
+        width = len(self.projected) * self.inner_dim
         self.qkv_proj = nn.Linear(embed_dim, width, bias=bias)
         self.short_conv = None if short_conv is None else ShortConvolution(width, short_conv)
-        self.gate = OutputGate(embed_dim, num_heads) if output_gate else None
-        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.gate = OutputGate(embed_dim, num_heads, self.head_dim) if output_gate else None
+        self.out_proj = nn.Linear(self.inner_dim, embed_dim, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
     @property
@@ -130,7 +137,7 @@ class _MultiHeadAttention(nn.Module):
         (None: all of them)."""
         if parts == self.projected:
             return None
-        e, first = self.embed_dim, self.projected.index(parts[0])
+        e, first = self.inner_dim, self.projected.index(parts[0])
         if self.projected[first : first + len(parts)] == parts:
             return slice(first * e, (first + len(parts)) * e)  # a view
         device = self.qkv_proj.weight.device
@@ -143,7 +150,7 @@ class _MultiHeadAttention(nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         halo: Halo | None = None,
     ) -> torch.Tensor:
-        """x (B, T, E) → the projections x W_p of ``parts`` ⊆ ``projected`` side by side, (B, T, n·E),
+        """x (B, T, E) → the projections x W_p of ``parts`` ⊆ ``projected`` side by side, (B, T, n·h·d),
         through the short convolution and SiLU where there is one; padding is zeroed before it and
         ``halo`` holds the K − 1 positions before x (None: x starts the sequence)."""
         parts = parts or self.projected
@@ -153,12 +160,12 @@ class _MultiHeadAttention(nn.Module):
             weight, bias = weight[rows], None if bias is None else bias[rows]
         conv = self.short_conv
         if conv is None:
-            return F.linear(x, weight, bias)  # (B, T, n·E)
+            return F.linear(x, weight, bias)  # (B, T, n·h·d)
         padded = conv.pad(x, key_padding_mask, halo)  # (B, K−1 + T, E), zero where the input must be
-        u = F.linear(padded, weight, bias)  # (B, K−1 + T, n·E)
+        u = F.linear(padded, weight, bias)  # (B, K−1 + T, n·h·d)
         if bias is not None:  # x W + b is b, not 0, where x was zeroed
             u = u * conv.keep(key_padding_mask, halo, u)
-        return conv(u, rows)  # (B, T, n·E)
+        return conv(u, rows)  # (B, T, n·h·d)
 
     def heads(
         self,
@@ -181,9 +188,9 @@ class _MultiHeadAttention(nn.Module):
         input x (B, T, E) (``output_gate``), dropout, output projection."""
         b, _, t, _ = y.shape
         if self.gate is None:
-            merged = _contiguous_as(y.transpose(1, 2), _matmul_dtype(y)).view(b, t, self.embed_dim)  # (B, T, E)
+            merged = _contiguous_as(y.transpose(1, 2), _matmul_dtype(y)).view(b, t, self.inner_dim)  # (B, T, h·d)
         else:  # the norm in float32 at least, on contiguous heads
-            merged = self.gate(_contiguous_as(y.transpose(1, 2), hrr.compute_dtype(y.dtype)), x)  # (B, T, E)
+            merged = self.gate(_contiguous_as(y.transpose(1, 2), hrr.compute_dtype(y.dtype)), x)  # (B, T, h·d)
         return self.out_proj(self.dropout(merged))
 
     def halo(
@@ -276,7 +283,8 @@ class HrrAttention(_MultiHeadAttention):
     so each memory superposes the pairs routed to it (~T/m of them instead of T, whose crosstalk is
     ~1/√T) and each query reads the memories it routes to. m = 1 (default): the paper's one β.
     ``short_conv=K``, ``output_gate=True``: the layer parts of :mod:`hrrformer.parts` (a causal
-    convolution of q, k and v; a gated RMSNorm of the output); off by default.
+    convolution of q, k and v; a gated RMSNorm of the output); off by default. ``head_dim=d``: the
+    size of each head's memory β, independent of E (default E / h); the cost grows as O(T·d log d).
     Dropout is applied to the merged heads before the output projection.
     """
 
@@ -300,8 +308,9 @@ class HrrAttention(_MultiHeadAttention):
         short_conv: int | None = None,
         output_gate: bool = False,
         write_gate: bool = False,
+        head_dim: int | None = None,
     ) -> None:
-        super().__init__(embed_dim, num_heads, bias, dropout, causal, short_conv, output_gate)
+        super().__init__(embed_dim, num_heads, bias, dropout, causal, short_conv, output_gate, head_dim)
         if memories < 1:
             raise ValueError(f"memories must be ≥ 1, got {memories}")
         self.memories = memories

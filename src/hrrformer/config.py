@@ -100,6 +100,12 @@ class HrrformerConfig:
     output_gate: bool = option(
         False, "gate the attention's output: RMSNorm over each head's channels times SiLU(x W_g), before o_proj"
     )
+    head_dim: int | None = option(
+        None,
+        "each head's width d, the projections E → heads·d (hrr: the size of each memory β; n pairs "
+        "unbind with crosstalk ~sqrt(n/d)); none: dim / heads",
+        metavar="D",
+    )
     activation_checkpointing: bool = option(False, "recompute activations in backward")
     chunk_size: int | None = option(
         None,
@@ -135,14 +141,14 @@ class HrrformerConfig:
         for name in ("vocab_size", "max_len", "dim", "heads", "layers", "mlp_dim", "num_classes", "memories"):
             if getattr(self, name) < 1:
                 raise ValueError(f"HrrformerConfig.{name} must be ≥ 1, got {getattr(self, name)}")
-        if self.dim % self.heads:
+        if self.head_dim is None and self.dim % self.heads:
             raise ValueError(f"HrrformerConfig.dim ({self.dim}) must be divisible by heads ({self.heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"HrrformerConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.pad_id is not None and not 0 <= self.pad_id < self.vocab_size:
             raise ValueError(f"HrrformerConfig.pad_id ({self.pad_id}) must be in [0, vocab_size={self.vocab_size})")
         check_choices(self)
-        for name in ("short_conv", "chunk_size"):
+        for name in ("short_conv", "chunk_size", "head_dim"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"HrrformerConfig.{name} must be ≥ 1 or None, got {getattr(self, name)}")
         kinds.check_config(self)  # the options and the chunking that the attention kind takes

@@ -66,6 +66,7 @@ COMMON_OPTIONS: dict[str, str] = {
     "causal": "causal",
     "short_conv": "short_conv",
     "output_gate": "output_gate",
+    "head_dim": "head_dim",
 }
 
 #: The options only some kinds take, with the value every kind accepts (the paper's formula).

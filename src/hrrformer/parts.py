@@ -18,7 +18,7 @@ in bf16 it is ~2.5× slower on this CPU) with a hand-written backward, and one S
 
 **Output gate**, per position t and head, o (d,) the attention's output and x (E,) the layer's input::
 
-    o ← o / sqrt(mean_c o_c² + ε) ⊙ γ ⊙ SiLU(x W_g)[head]       γ (d,) learned (ones at first), W_g: E → E
+    o ← o / sqrt(mean_c o_c² + ε) ⊙ γ ⊙ SiLU(x W_g)[head]       γ (d,) learned (ones at first), W_g: E → h·d
 
 (RMSNorm over each head's d channels with one weight per channel shared by the heads, as fla's
 ``FusedRMSNormGated``.) ε = 1e-10, not fla's 1e-5: the paper's output w_t·v_t is ~v_t/T, whose
@@ -196,20 +196,21 @@ class ShortConvolution(nn.Module):
 
 
 class OutputGate(nn.Module):
-    """o ← RMSNorm_d(o) ⊙ SiLU(x W_g) (see the module docstring): ``proj`` W_g (E → E, no bias),
-    ``weight`` γ (d,)."""
+    """o ← RMSNorm_d(o) ⊙ SiLU(x W_g) (see the module docstring): ``proj`` W_g (E → h·d, no bias),
+    ``weight`` γ (d,); ``head_dim`` d defaults to E / h."""
 
-    def __init__(self, embed_dim: int, num_heads: int, eps: float = GATE_EPS) -> None:
+    def __init__(self, embed_dim: int, num_heads: int, head_dim: int | None = None, eps: float = GATE_EPS) -> None:
         super().__init__()
-        self.num_heads, self.head_dim, self.eps = num_heads, embed_dim // num_heads, eps
-        self.proj = nn.Linear(embed_dim, embed_dim, bias=False)
+        self.num_heads, self.eps = num_heads, eps
+        self.head_dim = embed_dim // num_heads if head_dim is None else head_dim
+        self.proj = nn.Linear(embed_dim, num_heads * self.head_dim, bias=False)
         self.weight = nn.Parameter(torch.ones(self.head_dim))
 
     def forward(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """o (B, T, h, d) the attention's output, x (B, T, E) its input → (B, T, E). The norm runs
+        """o (B, T, h, d) the attention's output, x (B, T, E) its input → (B, T, h·d). The norm runs
         in float32 at least (half-precision o is upcast)."""
-        b, t, e = x.shape
+        b, t, _ = x.shape
         gate = F.silu(self.proj(x)).view(b, t, self.num_heads, self.head_dim)  # (B, T, h, d)
         o = o.to(hrr.compute_dtype(o.dtype))
         normed = F.rms_norm(o, (self.head_dim,), self.weight.to(o.dtype), self.eps)  # (B, T, h, d)
-        return (normed * gate).view(b, t, e)
+        return (normed * gate).view(b, t, self.num_heads * self.head_dim)
