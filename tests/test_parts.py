@@ -133,6 +133,19 @@ def test_the_convolutions_written_out_backward_passes_gradcheck(kernel_size):
     assert torch.allclose(F.silu(causal_depthwise_conv(u, weight)), reference, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("shape", [(12, 100, 512), (3, 150, 4096)])  # 5 whole sequences a piece; a sequence in 3
+def test_the_filter_gradient_sums_every_piece_once(shape):
+    """∂w summed piece by piece (pieces of ~2 MB: 64 rows of 4,096 float64 channels) equals one sum."""
+    b, t, c = shape
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(b, 3 + t, c, dtype=torch.float64, generator=g, requires_grad=True)
+    weight = torch.randn(c, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    upstream = torch.randn(b, t, c, dtype=torch.float64, generator=g)
+    (grad_w,) = torch.autograd.grad((causal_depthwise_conv(u, weight) * upstream).sum(), weight)
+    plain = torch.stack([(upstream * u[:, j : j + t]).sum((0, 1)) for j in range(4)], dim=1)  # (C, K)
+    torch.testing.assert_close(grad_w, plain, rtol=1e-12, atol=1e-9)
+
+
 def test_the_convolution_runs_in_float32_under_autocast_and_returns_gradients_in_the_inputs_dtypes():
     torch.manual_seed(0)
     u = torch.randn(2, 3 + 50, 8).bfloat16().requires_grad_()
