@@ -35,6 +35,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "causal, both parts": dict(causal=True, short_conv=4, output_gate=True),
     "causal recall + write gate + short_conv 4": dict(causal=True, hrr_output="recall", write_gate=True, short_conv=4),
     "retrieved, memories 2, both parts": dict(hrr_output="retrieved", memories=2, short_conv=3, output_gate=True),
+    "causal recall, shared q/k projection, π, write gate, short_conv 4": dict(
+        causal=True, hrr_output="recall", shared_qk=True, projection=True, write_gate=True, short_conv=4
+    ),
     "causal recall, wide heads (d 24 ≠ E/h 8), both parts": dict(
         causal=True, hrr_output="recall", write_gate=True, head_dim=24, short_conv=4, output_gate=True
     ),

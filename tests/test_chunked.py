@@ -93,6 +93,9 @@ CASES = {
         pooling="cls", causal=True, short_conv=4, output_gate=True, hrr_output="recall", write_gate=True
     ),
     "parts_post_norm": dict(norm="post", short_conv=2, output_gate=True),
+    "shared_qk_causal_recall_pi": dict(
+        pooling="cls", causal=True, shared_qk=True, projection=True, short_conv=4, hrr_output="recall", write_gate=True
+    ),
     "wide_heads_causal_recall": dict(
         pooling="cls", causal=True, head_dim=24, short_conv=4, output_gate=True, hrr_output="recall", write_gate=True
     ),

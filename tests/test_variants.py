@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hrrformer import HrrAttention, Hrrformer, HrrformerConfig, hrr_attention
+from hrrformer import HrrAttention, Hrrformer, HrrformerConfig, NoAttention, hrr_attention
 from hrrformer.attention import hrr_attention_reference
 from hrrformer.data.mqar import multiquery_ar
 from hrrformer.explain import attention_maps
@@ -465,3 +465,53 @@ def test_the_head_dim_flag_builds_wide_memories(monkeypatch):
     layer = Hrrformer(HrrformerConfig(**{**model, "vocab_size": 40, "num_classes": 40})).encoder.blocks[0].attn
     assert (model["head_dim"], layer.head_dim, layer.inner_dim) == (256, 256, 256 * model["heads"])
     assert config_from_args(parser.parse_args(["--task", "mqar", "--preset", "demo"])).model["head_dim"] is None
+
+
+@pytest.mark.parametrize("options", [dict(), dict(short_conv=4, projection=True, causal=True, output="recall")])
+def test_shared_qk_is_the_layer_with_w_q_equal_to_w_k(options):
+    """shared_qk: one (k) projection for q and k, each with its own convolution filters; equal to
+    the unshared layer with W_q := W_k in value, and its W_k gradient is the sum of W_q's and W_k's."""
+    torch.manual_seed(0)
+    shared = HrrAttention(12, 3, bias=True, shared_qk=True, **options).double()
+    plain = HrrAttention(12, 3, bias=True, **options).double()
+    assert shared.qkv_proj.weight.shape == (24, 12)
+    with torch.no_grad():
+        w, b = shared.qkv_proj.weight, shared.qkv_proj.bias
+        plain.qkv_proj.weight.copy_(torch.cat([w[:12], w]))
+        plain.qkv_proj.bias.copy_(torch.cat([b[:12], b]))
+        plain.out_proj.load_state_dict(shared.out_proj.state_dict())
+        if shared.short_conv is not None:
+            plain.short_conv.weight.copy_(shared.short_conv.weight)
+    x, mask = torch.randn(2, 7, 12, dtype=torch.float64), torch.zeros(2, 7, dtype=torch.bool)
+    mask[1, 5:] = True
+    out = shared(x, mask)
+    torch.testing.assert_close(out, plain(x, mask), rtol=0, atol=1e-12)
+    upstream = torch.randn_like(out) * (~mask[..., None])
+    (shared_grad,) = torch.autograd.grad((out * upstream).sum(), shared.qkv_proj.weight)
+    (plain_grad,) = torch.autograd.grad((plain(x, mask) * upstream).sum(), plain.qkv_proj.weight)
+    torch.testing.assert_close(shared_grad, torch.cat([plain_grad[:12] + plain_grad[12:24], plain_grad[24:]]))
+
+
+def test_shared_qk_gradcheck_padding_and_causality():
+    torch.manual_seed(2)
+    layer = HrrAttention(6, 2, causal=True, shared_qk=True, projection=True, short_conv=3, output="recall").double()
+    x = torch.randn(2, 5, 6, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[False] * 3 + [True] * 2, [True] + [False] * 4])
+    names = [n for n, _ in layer.named_parameters()]
+
+    def run(x, *values):
+        return torch.func.functional_call(layer, dict(zip(names, values, strict=True)), (x, mask)) * (~mask[..., None])
+
+    assert torch.autograd.gradcheck(run, (x, *(p.detach().clone().requires_grad_() for p in layer.parameters())))
+    x = x.detach()
+    padded = torch.cat([x[:, :3], torch.randn(2, 4, 6, dtype=torch.float64)], dim=1)
+    pad = torch.zeros(2, 7, dtype=torch.bool)
+    pad[:, 3:] = True
+    torch.testing.assert_close(layer(padded, pad)[:, :3], layer(x[:, :3]), rtol=1e-9, atol=1e-12)
+    changed = x.clone()
+    changed[:, 3:] = torch.randn(2, 2, 6, dtype=torch.float64)
+    torch.testing.assert_close(layer(changed)[:, :3], layer(x)[:, :3], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="shared_qk needs q and k"):
+        NoAttention(6, 2, shared_qk=True)
+    with pytest.raises(ValueError, match="shared_qk needs attention='hrr'"):
+        HrrformerConfig(attention="softmax", shared_qk=True)

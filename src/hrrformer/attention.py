@@ -90,6 +90,8 @@ class _MultiHeadAttention(nn.Module):
     ``head_dim=d``: each head's width, so the projections map E → h·d and the output projection
     h·d → E (None, the default: d = E / h, ``nn.MultiheadAttention``'s). For HRR it is the
     memory's size: n pairs superposed in d dimensions unbind with crosstalk ~√(n/d).
+    ``shared_qk=True``: q and k from one projection, W_q = W_k (``qkv_proj`` holds k's and v's
+    rows); each keeps its own short-convolution filters.
     """
 
     #: The projections a position makes, in the order of ``qkv_proj``'s rows (E each).
@@ -109,6 +111,7 @@ class _MultiHeadAttention(nn.Module):
         short_conv: int | None = None,
         output_gate: bool = False,
         head_dim: int | None = None,
+        shared_qk: bool = False,
     ) -> None:
         super().__init__()
         if embed_dim <= 0 or num_heads <= 0:
@@ -120,8 +123,11 @@ class _MultiHeadAttention(nn.Module):
         self.embed_dim, self.num_heads, self.causal = embed_dim, num_heads, causal
         self.head_dim = embed_dim // num_heads if head_dim is None else head_dim
         self.inner_dim = num_heads * self.head_dim  # h·d: the width of each projection
+        if shared_qk and self.projected != "qkv":
+            raise ValueError(f"shared_qk needs q and k projections; {type(self).__name__} projects {self.projected!r}")
+        self.shared_qk = shared_qk
         width = len(self.projected) * self.inner_dim
-        self.qkv_proj = nn.Linear(embed_dim, width, bias=bias)
+        self.qkv_proj = nn.Linear(embed_dim, width - self.inner_dim if shared_qk else width, bias=bias)
         self.short_conv = None if short_conv is None else ShortConvolution(width, short_conv)
         self.gate = OutputGate(embed_dim, num_heads, self.head_dim) if output_gate else None
         self.out_proj = nn.Linear(self.inner_dim, embed_dim, bias=bias)
@@ -155,7 +161,7 @@ class _MultiHeadAttention(nn.Module):
         ``halo`` holds the K − 1 positions before x (None: x starts the sequence)."""
         parts = parts or self.projected
         rows = self._rows(parts)
-        weight, bias = self.qkv_proj.weight, self.qkv_proj.bias
+        weight, bias = self.projection_weights()
         if rows is not None:
             weight, bias = weight[rows], None if bias is None else bias[rows]
         conv = self.short_conv
@@ -166,6 +172,20 @@ class _MultiHeadAttention(nn.Module):
         if bias is not None:  # x W + b is b, not 0, where x was zeroed
             u = u * conv.keep(key_padding_mask, halo, u)
         return conv(u, rows)  # (B, T, n·h·d)
+
+    def projection_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The weight (n·h·d, E) and bias of every projected part, in ``projected``'s order: ``qkv_proj``'s
+        own, or with ``shared_qk`` its k rows twice, [W_k; W_k; W_v] (one parameter, two uses)."""
+        weight, bias = self.qkv_proj.weight, self.qkv_proj.bias
+        if not self.shared_qk:
+            return weight, bias
+        e = self.inner_dim
+        twice = [0, 0, 1]  # q and k read block 0, v block 1
+
+        def blocks(t: torch.Tensor) -> torch.Tensor:
+            return torch.cat([t[i * e : (i + 1) * e] for i in twice])
+
+        return blocks(weight), None if bias is None else blocks(bias)
 
     def heads(
         self,
@@ -285,6 +305,10 @@ class HrrAttention(_MultiHeadAttention):
     ``short_conv=K``, ``output_gate=True``: the layer parts of :mod:`hrrformer.parts` (a causal
     convolution of q, k and v; a gated RMSNorm of the output); off by default. ``head_dim=d``: the
     size of each head's memory β, independent of E (default E / h); the cost grows as O(T·d log d).
+    ``shared_qk=True``: W_q = W_k. With ``projection`` and a short convolution, q_t and k_s are then
+    the same function of their windows but for the convolution's filters: when q's filter reads
+    lag 0 and k's lag 1, the key stored at s + 1 (token s) unbinds exactly with the query of the
+    same token, q_t† ⊛ k_{s+1} = δ.
     Dropout is applied to the merged heads before the output projection.
     """
 
@@ -309,8 +333,9 @@ class HrrAttention(_MultiHeadAttention):
         output_gate: bool = False,
         write_gate: bool = False,
         head_dim: int | None = None,
+        shared_qk: bool = False,
     ) -> None:
-        super().__init__(embed_dim, num_heads, bias, dropout, causal, short_conv, output_gate, head_dim)
+        super().__init__(embed_dim, num_heads, bias, dropout, causal, short_conv, output_gate, head_dim, shared_qk)
         if memories < 1:
             raise ValueError(f"memories must be ≥ 1, got {memories}")
         self.memories = memories

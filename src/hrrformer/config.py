@@ -91,6 +91,11 @@ class HrrformerConfig:
         "hrr: a learned write gate g_t = sigmoid(x_t W + b) per position and head, keys g_t·k_t: "
         "β = Σ g_t k_t⊛v_t, each position decides how much it writes into the memory",
     )
+    shared_qk: bool = option(
+        False,
+        "hrr: q and k from one projection (W_q = W_k; each keeps its own short-convolution filters): "
+        "with --projection, a key unbinds the query of the same token exactly",
+    )
     short_conv: int | None = option(
         None,
         "a depthwise causal convolution of kernel K over time on q, k and v after their projections, then "

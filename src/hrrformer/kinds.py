@@ -78,6 +78,7 @@ KIND_OPTIONS: dict[str, Any] = {
     "hrr_output": "value",
     "memories": 1,
     "write_gate": False,
+    "shared_qk": False,
 }
 
 KINDS: dict[str, AttentionKind] = {
@@ -98,6 +99,7 @@ KINDS: dict[str, AttentionKind] = {
                 "hrr_output": "output",
                 "memories": "memories",
                 "write_gate": "write_gate",
+                "shared_qk": "shared_qk",
                 "authors_padding": "pads_in_beta",
             },
         ),
