@@ -380,11 +380,8 @@ def test_the_write_gate_equals_the_layer_written_plainly(options):
     assert ((layer(x, mask) - ungated) * real).abs().max().item() > 1e-3
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_the_write_gate_gradcheck_padding_and_causality(causal):
-    torch.manual_seed(1)
-    layer = HrrAttention(6, 2, causal=causal, write_gate=True, output="recall" if causal else "value").double()
-    x = torch.randn(2, 5, 6, dtype=torch.float64, requires_grad=True)
+def _gradcheck_padded(layer: torch.nn.Module, x: torch.Tensor) -> None:
+    """gradcheck of ``layer``'s real outputs on x (2, 5, E) with right and left padding, in x and every parameter."""
     mask = torch.tensor([[False] * 3 + [True] * 2, [True] + [False] * 4])
     names = [n for n, _ in layer.named_parameters()]
 
@@ -392,6 +389,14 @@ def test_the_write_gate_gradcheck_padding_and_causality(causal):
         return torch.func.functional_call(layer, dict(zip(names, values, strict=True)), (x, mask)) * (~mask[..., None])
 
     assert torch.autograd.gradcheck(run, (x, *(p.detach().clone().requires_grad_() for p in layer.parameters())))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_the_write_gate_gradcheck_padding_and_causality(causal):
+    torch.manual_seed(1)
+    layer = HrrAttention(6, 2, causal=causal, write_gate=True, output="recall" if causal else "value").double()
+    x = torch.randn(2, 5, 6, dtype=torch.float64, requires_grad=True)
+    _gradcheck_padded(layer, x)
     x = x.detach()
     alone = layer(x[:, :3])
     for side in ("left", "right"):
@@ -496,13 +501,7 @@ def test_shared_qk_gradcheck_padding_and_causality():
     torch.manual_seed(2)
     layer = HrrAttention(6, 2, causal=True, shared_qk=True, projection=True, short_conv=3, output="recall").double()
     x = torch.randn(2, 5, 6, dtype=torch.float64, requires_grad=True)
-    mask = torch.tensor([[False] * 3 + [True] * 2, [True] + [False] * 4])
-    names = [n for n, _ in layer.named_parameters()]
-
-    def run(x, *values):
-        return torch.func.functional_call(layer, dict(zip(names, values, strict=True)), (x, mask)) * (~mask[..., None])
-
-    assert torch.autograd.gradcheck(run, (x, *(p.detach().clone().requires_grad_() for p in layer.parameters())))
+    _gradcheck_padded(layer, x)
     x = x.detach()
     padded = torch.cat([x[:, :3], torch.randn(2, 4, 6, dtype=torch.float64)], dim=1)
     pad = torch.zeros(2, 7, dtype=torch.bool)
