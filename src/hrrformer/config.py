@@ -31,7 +31,7 @@ class HrrformerConfig:
 
     vocab_size: int = option(256, "number of token ids (set from the data)", **_DATA)
     max_len: int = option(1024, "longest input in tokens; longer ones are truncated")
-    dim: int = option(128, "embedding width D (a multiple of --heads)")
+    dim: int = option(128, "embedding width D (a multiple of --heads unless --head-dim is set)")
     heads: int = option(4, "attention heads")
     layers: int = option(1, "encoder blocks")
     mlp_dim: int | None = option(None, "hidden units of each block's MLP (none: 2 × --dim)")
