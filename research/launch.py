@@ -18,6 +18,8 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 
+from hrrformer.distributed import teardown_distributed
+
 __all__ = ["free_port", "launch_local"]
 
 
@@ -42,7 +44,7 @@ def _launch_entry(rank, fn, world_size, port, backend, collective_timeout_s, thr
     try:
         fn(rank, world_size, *args)
     finally:
-        dist.destroy_process_group()
+        teardown_distributed()
 
 
 def launch_local(

@@ -59,6 +59,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from hrrformer.distributed import teardown_distributed
 from hrrformer.model import Hrrformer, HrrformerConfig, init_weights
 from hrrformer.parallel import (
     ShardedPositionEmbedding,
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
         os.makedirs(out_dir, exist_ok=True)
         step(rank, world_size, args, out_dir)
         dist.barrier()
-        dist.destroy_process_group()
+        teardown_distributed()
         if rank:
             return
         world = world_size

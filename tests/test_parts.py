@@ -321,3 +321,45 @@ def test_head_dim_sets_each_heads_width_apart_from_the_model_width():
         HrrformerConfig(head_dim=0)
     config = HrrformerConfig(vocab_size=20, max_len=16, dim=12, heads=1, head_dim=64, attention="none")
     assert Hrrformer(config).encoder.blocks[0].attn.qkv_proj.weight.shape == (64, 12)  # v's rows only
+
+
+# ----------------------------------------------------------------------------- the shift initialisation
+@pytest.mark.parametrize("cls", KINDS)
+def test_the_shift_initialisation_delays_the_keys_by_one_position(cls):
+    """short_conv_init="shift": each filter starts as a unit impulse, k's at lag 1 and q's and v's
+    at lag 0, so at the start k_t = SiLU(x_{t−1} W_k) and q_t, v_t = SiLU(x_t W)."""
+    layer = make(cls, dict(short_conv=3, short_conv_init="shift"))
+    x, _ = inputs()
+    b, t, _ = x.shape
+    weight, _ = layer.projection_weights()
+    width = layer.inner_dim
+    for i, (part, head) in enumerate(zip(layer.projected, layer.heads(x), strict=True)):
+        u = F.silu(shifted(x @ weight[i * width : (i + 1) * width].T, int(part == "k")))  # (B, T, h·d)
+        expected = u.reshape(b, t, layer.num_heads, layer.head_dim).transpose(1, 2)
+        torch.testing.assert_close(head, expected, rtol=0, atol=1e-12)
+
+
+def test_with_shared_qk_a_shifted_key_is_the_query_of_the_token_before():
+    """W_q = W_k and the shift: k_{t+1} = q_t, so with π the key stored after a token unbinds
+    exactly with a later query of that token (associative recall's binding, at the start)."""
+    layer = make(HrrAttention, dict(short_conv=4, short_conv_init="shift", shared_qk=True, projection=True))
+    x, _ = inputs()
+    q, k, _ = layer.heads(x)
+    torch.testing.assert_close(k[:, :, 1:], q[:, :, :-1], rtol=0, atol=0)
+    assert k[:, :, 0].abs().max() == 0  # position 0 reads the zeros before the sequence: SiLU(0)
+
+
+def test_the_shift_initialisation_is_checked():
+    with pytest.raises(ValueError, match="needs short_conv"):
+        HrrAttention(8, 2, short_conv_init="shift")
+    with pytest.raises(ValueError, match="a shift needs short_conv ≥ 2"):
+        HrrAttention(8, 2, short_conv=1, short_conv_init="shift")
+    with pytest.raises(ValueError, match="short_conv_init must be one of"):
+        SoftmaxAttention(8, 2, short_conv=4, short_conv_init="identity")
+    with pytest.raises(ValueError, match="needs a short_conv"):
+        HrrformerConfig(short_conv_init="shift")
+    with pytest.raises(ValueError, match="short_conv ≥ 2"):
+        HrrformerConfig(short_conv=1, short_conv_init="shift")
+    with pytest.raises(ValueError, match="short_conv_init must be one of"):
+        HrrformerConfig(short_conv=4, short_conv_init="identity")
+    assert HrrAttention(8, 2, short_conv=4).short_conv.weight.abs().max() <= 0.5  # random: U(±1/√K)

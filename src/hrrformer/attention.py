@@ -14,7 +14,7 @@ parallelism. Softmax attention has no such form (it would need ring attention) a
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import ClassVar, get_args
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,7 @@ from .ops.hrr_attention import (
     hrr_attention_weights,
 )
 from .ops.hrr_attention.validation import Output, check_attention_inputs, check_method, check_recall_options
-from .parts import Halo, OutputGate, ShortConvolution, halos
+from .parts import ConvInit, Halo, OutputGate, ShortConvolution, halos
 
 __all__ = [
     "COSINE_EPS",
@@ -112,6 +112,7 @@ class _MultiHeadAttention(nn.Module):
         output_gate: bool = False,
         head_dim: int | None = None,
         shared_qk: bool = False,
+        short_conv_init: ConvInit = "random",
     ) -> None:
         super().__init__()
         if embed_dim <= 0 or num_heads <= 0:
@@ -128,10 +129,25 @@ class _MultiHeadAttention(nn.Module):
         self.shared_qk = shared_qk
         width = len(self.projected) * self.inner_dim
         self.qkv_proj = nn.Linear(embed_dim, width - self.inner_dim if shared_qk else width, bias=bias)
-        self.short_conv = None if short_conv is None else ShortConvolution(width, short_conv)
+        if short_conv is None and short_conv_init != "random":
+            raise ValueError(
+                f"short_conv_init={short_conv_init!r} starts the short convolution's filters: it needs short_conv"
+            )
+        self.short_conv = (
+            None if short_conv is None else ShortConvolution(width, short_conv, self._conv_delays(short_conv_init))
+        )
         self.gate = OutputGate(embed_dim, num_heads, self.head_dim) if output_gate else None
         self.out_proj = nn.Linear(self.inner_dim, embed_dim, bias=bias)
         self.dropout = nn.Dropout(dropout)
+
+    def _conv_delays(self, init: ConvInit) -> list[int] | None:
+        """The lag each convolution channel starts at: None for random filters; for ``"shift"``,
+        1 for k's channels and 0 for the others (q, v), in ``projected``'s order."""
+        if init not in get_args(ConvInit):
+            raise ValueError(f"short_conv_init must be one of {get_args(ConvInit)}, got {init!r}")
+        if init == "random":
+            return None
+        return [int(part == "k") for part in self.projected for _ in range(self.inner_dim)]
 
     @property
     def halo_size(self) -> int:
@@ -334,8 +350,11 @@ class HrrAttention(_MultiHeadAttention):
         write_gate: bool = False,
         head_dim: int | None = None,
         shared_qk: bool = False,
+        short_conv_init: ConvInit = "random",
     ) -> None:
-        super().__init__(embed_dim, num_heads, bias, dropout, causal, short_conv, output_gate, head_dim, shared_qk)
+        super().__init__(
+            embed_dim, num_heads, bias, dropout, causal, short_conv, output_gate, head_dim, shared_qk, short_conv_init
+        )
         if memories < 1:
             raise ValueError(f"memories must be ≥ 1, got {memories}")
         self.memories = memories

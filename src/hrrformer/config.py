@@ -14,6 +14,7 @@ from typing import Any, Literal
 from . import kinds
 from .ops.hrr_attention.validation import check_recall_options
 from .options import check_choices, option
+from .parts import ConvInit
 
 __all__ = ["HrrformerConfig"]
 
@@ -102,6 +103,12 @@ class HrrformerConfig:
         "SiLU (fla's ShortConvolution; padding zeroed first); none: the paper (no convolution)",
         metavar="K",
     )
+    short_conv_init: ConvInit = option(
+        "random",
+        "how the short convolution's filters start: random (PyTorch's) or shift (unit impulses: k_t reads "
+        "position t−1, q_t and v_t their own, so k_t⊛v_t binds each token to the next and a query of the "
+        "same token finds it: associative recall)",
+    )
     output_gate: bool = option(
         False, "gate the attention's output: RMSNorm over each head's channels times SiLU(x W_g), before o_proj"
     )
@@ -156,6 +163,12 @@ class HrrformerConfig:
         for name in ("short_conv", "chunk_size", "head_dim"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"HrrformerConfig.{name} must be ≥ 1 or None, got {getattr(self, name)}")
+        if self.short_conv_init != "random" and self.short_conv is None:
+            raise ValueError(f"HrrformerConfig.short_conv_init={self.short_conv_init!r} needs a short_conv")
+        if self.short_conv_init == "shift" and self.short_conv == 1:
+            raise ValueError(
+                "HrrformerConfig.short_conv_init='shift' delays k by one position: it needs short_conv ≥ 2"
+            )
         kinds.check_config(self)  # the options and the chunking that the attention kind takes
         if not self.norm_eps > 0:
             raise ValueError(f"HrrformerConfig.norm_eps must be > 0, got {self.norm_eps}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,9 +124,20 @@ def setup_distributed(device: torch.device, timeout_s: float = 600.0, sequence_p
     )
 
 
-def teardown_distributed() -> None:
+def teardown_distributed(drain_s: float = 0.05) -> None:
+    """Leave the process group, then give its gloo worker threads ``drain_s`` seconds without the GIL.
+
+    A gloo barrier holds the collectives still in flight when it was issued, and a worker thread
+    frees the barrier after it completes: the last reference to those collectives' tensors can
+    die on the worker. Dropping a tensor that Python has seen takes the GIL. If the main thread
+    has reached interpreter shutdown by then, the worker cannot take it, and the process aborts
+    ("terminate called without an active exception"; seen once in ~30 two-rank runs). The group
+    is not freed by ``destroy_process_group`` (the C++ side holds it), so its destructor never
+    joins the workers; sleeping releases the GIL to a worker that waits for it.
+    """
     if dist.is_initialized():
         dist.destroy_process_group()
+        time.sleep(drain_s)
 
 
 def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:

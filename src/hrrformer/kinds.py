@@ -65,6 +65,7 @@ COMMON_OPTIONS: dict[str, str] = {
     "attention_bias": "bias",
     "causal": "causal",
     "short_conv": "short_conv",
+    "short_conv_init": "short_conv_init",
     "output_gate": "output_gate",
     "head_dim": "head_dim",
 }

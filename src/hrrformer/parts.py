@@ -30,7 +30,7 @@ projection.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -40,10 +40,23 @@ from . import hrr
 from .ops.hrr_attention import SequenceReduction
 from .ops.hrr_attention.precision import autocast_off
 
-__all__ = ["GATE_EPS", "Halo", "OutputGate", "ShortConvolution", "causal_depthwise_conv", "halos", "keep_of"]
+__all__ = [
+    "GATE_EPS",
+    "ConvInit",
+    "Halo",
+    "OutputGate",
+    "ShortConvolution",
+    "causal_depthwise_conv",
+    "halos",
+    "keep_of",
+]
 
 #: bytes of one piece of g in the short convolution's filter gradient: within a core's L2/L3 share.
 _PIECE_BYTES = 1 << 21
+
+#: How the short convolution's filters start: PyTorch's random filters, or a token shift (k reads
+#: the position before, q and v their own; :class:`ShortConvolution`'s ``delays``).
+ConvInit = Literal["random", "shift"]
 
 #: ε of the gate's RMSNorm: far below the paper's output's mean square (~1/T², see the module docstring).
 GATE_EPS = 1e-10
@@ -154,17 +167,32 @@ def causal_depthwise_conv(u: torch.Tensor, weight: torch.Tensor) -> torch.Tensor
 
 class ShortConvolution(nn.Module):
     """Depthwise causal convolution over time of ``channels`` channels, kernel ``kernel_size``, no
-    bias, then SiLU (see the module docstring). ``weight`` (C, 1, K) as ``nn.Conv1d``'s, PyTorch's
-    initialisation (uniform ±1/√K)."""
+    bias, then SiLU (see the module docstring). ``weight`` (C, 1, K) as ``nn.Conv1d``'s.
 
-    def __init__(self, channels: int, kernel_size: int) -> None:
+    ``delays`` None: PyTorch's initialisation (uniform ±1/√K). Else one lag per channel, each
+    filter starting as a unit impulse at its lag: y_t[c] = SiLU(u_{t−delays[c]}[c]) at first, a
+    token shift (lag 0: the channel's own position; lag 1: the one before).
+    """
+
+    def __init__(self, channels: int, kernel_size: int, delays: Sequence[int] | None = None) -> None:
         super().__init__()
         if kernel_size < 1:
             raise ValueError(f"short_conv (the kernel size) must be ≥ 1, got {kernel_size}")
         self.channels, self.kernel_size = channels, kernel_size
         self.weight = nn.Parameter(torch.empty(channels, 1, kernel_size))
-        bound = kernel_size**-0.5  # nn.Conv1d's default: kaiming_uniform(a=√5) = U(±1/√fan_in)
-        nn.init.uniform_(self.weight, -bound, bound)
+        if delays is None:
+            bound = kernel_size**-0.5  # nn.Conv1d's default: kaiming_uniform(a=√5) = U(±1/√fan_in)
+            nn.init.uniform_(self.weight, -bound, bound)
+            return
+        lags = torch.as_tensor(list(delays), dtype=torch.long)
+        if lags.shape != (channels,) or lags.min() < 0 or lags.max() >= kernel_size:
+            raise ValueError(
+                f"ShortConvolution: delays must give each of the {channels} channels a lag in [0, {kernel_size}), "
+                f"got {lags.shape[0]} lags in [{lags.min().item()}, {lags.max().item()}] (a shift needs short_conv ≥ 2)"
+            )
+        with torch.no_grad():
+            self.weight.zero_()
+            self.weight[torch.arange(channels), 0, kernel_size - 1 - lags] = 1.0  # tap K−1 is lag 0
 
     @property
     def context(self) -> int:
