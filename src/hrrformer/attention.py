@@ -92,6 +92,9 @@ class _MultiHeadAttention(nn.Module):
     memory's size: n pairs superposed in d dimensions unbind with crosstalk ~√(n/d).
     ``shared_qk=True``: q and k from one projection, W_q = W_k (``qkv_proj`` holds k's and v's
     rows); each keeps its own short-convolution filters.
+    ``short_conv_init="shift"``: the convolution's filters start as unit impulses, k's at lag 1
+    and q's and v's at lag 0 (a token shift: k_t ⊛ v_t binds token t − 1 to token t); "random"
+    (default): PyTorch's initialisation.
     """
 
     #: The projections a position makes, in the order of ``qkv_proj``'s rows (E each).
@@ -323,8 +326,8 @@ class HrrAttention(_MultiHeadAttention):
     size of each head's memory β, independent of E (default E / h); the cost grows as O(T·d log d).
     ``shared_qk=True``: W_q = W_k. With ``projection`` and a short convolution, q_t and k_s are then
     the same function of their windows but for the convolution's filters: when q's filter reads
-    lag 0 and k's lag 1, the key stored at s + 1 (token s) unbinds exactly with the query of the
-    same token, q_t† ⊛ k_{s+1} = δ.
+    lag 0 and k's lag 1 (where ``short_conv_init="shift"`` starts them), the key stored at s + 1
+    (token s) unbinds exactly with the query of the same token, q_t† ⊛ k_{s+1} = δ.
     Dropout is applied to the merged heads before the output projection.
     """
 

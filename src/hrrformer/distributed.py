@@ -124,7 +124,7 @@ def setup_distributed(device: torch.device, timeout_s: float = 600.0, sequence_p
     )
 
 
-def teardown_distributed(drain_s: float = 0.05) -> None:
+def teardown_distributed(drain_s: float = 0.2) -> None:
     """Leave the process group, then give its gloo worker threads ``drain_s`` seconds without the GIL.
 
     A gloo barrier holds the collectives still in flight when it was issued, and a worker thread
