@@ -420,7 +420,7 @@ def test_recall_and_the_write_gate_flags_build_the_layer(monkeypatch):
     monkeypatch.setenv("COLUMNS", "10000")
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = ["--task", "mqar", "--preset", "demo", "--hrr-output", "recall", "--write-gate"]
+    args = ["--task", "listops", "--preset", "demo", "--hrr-output", "recall", "--write-gate"]
     model = config_from_args(parser.parse_args(args)).model
     assert (model["hrr_output"], model["write_gate"]) == ("recall", True)
     config = HrrformerConfig(**{**model, "vocab_size": 40, "num_classes": 40})
@@ -428,6 +428,15 @@ def test_recall_and_the_write_gate_flags_build_the_layer(monkeypatch):
     assert layer.output == "recall" and isinstance(layer.write_gate, torch.nn.Linear)
     assert layer.write_gate.out_features == config.heads
     assert config_from_args(parser.parse_args(args[:4])).model["write_gate"] is False
+    mqar = ["--task", "mqar", "--preset", "demo"]  # the MQAR presets' memory: recall, write gate, π, shared q/k, shift
+    model = config_from_args(parser.parse_args(mqar)).model
+    assert (model["hrr_output"], model["write_gate"], model["shared_qk"], model["short_conv_init"]) == (
+        "recall",
+        True,
+        True,
+        "shift",
+    )
+    assert config_from_args(parser.parse_args([*mqar, "--no-write-gate"])).model["write_gate"] is False
     with pytest.raises(ValueError, match=r"write_gate needs attention='hrr'"):
         HrrformerConfig(attention="softmax", write_gate=True)
 
