@@ -131,7 +131,7 @@ def teardown_distributed(drain_s: float = 0.2) -> None:
     frees the barrier after it completes: the last reference to those collectives' tensors can
     die on the worker. Dropping a tensor that Python has seen takes the GIL. If the main thread
     has reached interpreter shutdown by then, the worker cannot take it, and the process aborts
-    ("terminate called without an active exception"; seen once in ~30 two-rank runs). The group
+    ("terminate called without an active exception"; about once in 70 two-rank runs). The group
     is not freed by ``destroy_process_group`` (the C++ side holds it), so its destructor never
     joins the workers; sleeping releases the GIL to a worker that waits for it.
     """
