@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from hrrformer import HrrAttention, Hrrformer, HrrformerConfig, NoAttention, SoftmaxAttention
 from hrrformer.attention import hrr_attention_reference, softmax_attention
 from hrrformer.ops.hrr_attention import SequenceReduction
-from hrrformer.parts import GATE_EPS, causal_depthwise_conv
+from hrrformer.parts import GATE_EPS, ShortConvolution, causal_depthwise_conv
 from test_amp import BF16_STEP_TOLERANCE
 
 KINDS = [HrrAttention, SoftmaxAttention, NoAttention]
@@ -350,7 +350,7 @@ def test_with_shared_qk_a_shifted_key_is_the_query_of_the_token_before():
 
 
 def test_the_shift_initialisation_is_checked():
-    with pytest.raises(ValueError, match="needs short_conv"):
+    with pytest.raises(ValueError, match="needs a short_conv"):
         HrrAttention(8, 2, short_conv_init="shift")
     with pytest.raises(ValueError, match="a shift needs short_conv ≥ 2"):
         HrrAttention(8, 2, short_conv=1, short_conv_init="shift")
@@ -358,8 +358,10 @@ def test_the_shift_initialisation_is_checked():
         SoftmaxAttention(8, 2, short_conv=4, short_conv_init="identity")
     with pytest.raises(ValueError, match="needs a short_conv"):
         HrrformerConfig(short_conv_init="shift")
-    with pytest.raises(ValueError, match="short_conv ≥ 2"):
+    with pytest.raises(ValueError, match="a shift needs short_conv ≥ 2"):
         HrrformerConfig(short_conv=1, short_conv_init="shift")
     with pytest.raises(ValueError, match="short_conv_init must be one of"):
         HrrformerConfig(short_conv=4, short_conv_init="identity")
+    with pytest.raises(ValueError, match=r"a lag in \[0, 2\)"):
+        ShortConvolution(4, 2, delays=[0, 1, 2, 0])
     assert HrrAttention(8, 2, short_conv=4).short_conv.weight.abs().max() <= 0.5  # random: U(±1/√K)

@@ -14,7 +14,7 @@ parallelism. Softmax attention has no such form (it would need ring attention) a
 from __future__ import annotations
 
 import math
-from typing import ClassVar, get_args
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,7 @@ from .ops.hrr_attention import (
     hrr_attention_weights,
 )
 from .ops.hrr_attention.validation import Output, check_attention_inputs, check_method, check_recall_options
-from .parts import ConvInit, Halo, OutputGate, ShortConvolution, halos
+from .parts import ConvInit, Halo, OutputGate, ShortConvolution, check_short_conv_init, halos
 
 __all__ = [
     "COSINE_EPS",
@@ -132,10 +132,7 @@ class _MultiHeadAttention(nn.Module):
         self.shared_qk = shared_qk
         width = len(self.projected) * self.inner_dim
         self.qkv_proj = nn.Linear(embed_dim, width - self.inner_dim if shared_qk else width, bias=bias)
-        if short_conv is None and short_conv_init != "random":
-            raise ValueError(
-                f"short_conv_init={short_conv_init!r} starts the short convolution's filters: it needs short_conv"
-            )
+        check_short_conv_init(short_conv, short_conv_init)
         self.short_conv = (
             None if short_conv is None else ShortConvolution(width, short_conv, self._conv_delays(short_conv_init))
         )
@@ -146,8 +143,6 @@ class _MultiHeadAttention(nn.Module):
     def _conv_delays(self, init: ConvInit) -> list[int] | None:
         """The lag each convolution channel starts at: None for random filters; for ``"shift"``,
         1 for k's channels and 0 for the others (q, v), in ``projected``'s order."""
-        if init not in get_args(ConvInit):
-            raise ValueError(f"short_conv_init must be one of {get_args(ConvInit)}, got {init!r}")
         if init == "random":
             return None
         return [int(part == "k") for part in self.projected for _ in range(self.inner_dim)]

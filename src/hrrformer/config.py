@@ -14,7 +14,7 @@ from typing import Any, Literal
 from . import kinds
 from .ops.hrr_attention.validation import check_recall_options
 from .options import check_choices, option
-from .parts import ConvInit
+from .parts import ConvInit, check_short_conv_init
 
 __all__ = ["HrrformerConfig"]
 
@@ -163,12 +163,7 @@ class HrrformerConfig:
         for name in ("short_conv", "chunk_size", "head_dim"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"HrrformerConfig.{name} must be ≥ 1 or None, got {getattr(self, name)}")
-        if self.short_conv_init != "random" and self.short_conv is None:
-            raise ValueError(f"HrrformerConfig.short_conv_init={self.short_conv_init!r} needs a short_conv")
-        if self.short_conv_init == "shift" and self.short_conv == 1:
-            raise ValueError(
-                "HrrformerConfig.short_conv_init='shift' delays k by one position: it needs short_conv ≥ 2"
-            )
+        check_short_conv_init(self.short_conv, self.short_conv_init, name="HrrformerConfig.short_conv_init")
         kinds.check_config(self)  # the options and the chunking that the attention kind takes
         if not self.norm_eps > 0:
             raise ValueError(f"HrrformerConfig.norm_eps must be > 0, got {self.norm_eps}")

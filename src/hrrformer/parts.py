@@ -30,7 +30,7 @@ projection.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,7 @@ __all__ = [
     "OutputGate",
     "ShortConvolution",
     "causal_depthwise_conv",
+    "check_short_conv_init",
     "halos",
     "keep_of",
 ]
@@ -57,6 +58,18 @@ _PIECE_BYTES = 1 << 21
 #: How the short convolution's filters start: PyTorch's random filters, or a token shift (k reads
 #: the position before, q and v their own; :class:`ShortConvolution`'s ``delays``).
 ConvInit = Literal["random", "shift"]
+
+
+def check_short_conv_init(kernel_size: int | None, init: str, name: str = "short_conv_init") -> None:
+    """ValueError unless ``init`` is a :data:`ConvInit` that a convolution of ``kernel_size``
+    (None: no convolution) can start at: "shift" needs a kernel of at least 2 (k's lag 1)."""
+    if init not in get_args(ConvInit):
+        raise ValueError(f"{name} must be one of {get_args(ConvInit)}, got {init!r}")
+    if init != "random" and kernel_size is None:
+        raise ValueError(f"{name}={init!r} starts the short convolution's filters: it needs a short_conv")
+    if init == "shift" and kernel_size is not None and kernel_size < 2:
+        raise ValueError(f"{name}='shift' delays k by one position: a shift needs short_conv ≥ 2")
+
 
 #: ε of the gate's RMSNorm: far below the paper's output's mean square (~1/T², see the module docstring).
 GATE_EPS = 1e-10
@@ -188,7 +201,7 @@ class ShortConvolution(nn.Module):
         if lags.shape != (channels,) or lags.min() < 0 or lags.max() >= kernel_size:
             raise ValueError(
                 f"ShortConvolution: delays must give each of the {channels} channels a lag in [0, {kernel_size}), "
-                f"got {lags.shape[0]} lags in [{lags.min().item()}, {lags.max().item()}] (a shift needs short_conv ≥ 2)"
+                f"got {lags.shape[0]} lags in [{lags.min().item()}, {lags.max().item()}]"
             )
         with torch.no_grad():
             self.weight.zero_()
