@@ -2,11 +2,13 @@
 
     python -m research.step_cost listops --dtype bfloat16 --set short_conv=4 --set output_gate=true
     python -m research.step_cost text --dtype float32 --set short_conv=4 --repeats 5
+    python -m research.step_cost text --base short_conv=null --base output_gate=false --set short_conv=4
 
 Builds the training step that ``hrrformer bench --model TASK`` times
 (:class:`hrrformer.bench_methods.ModelWorkload`: the task's ``cpu`` preset model, batch and length,
-random tokens) once per variant — the preset, each ``--set`` alone, and
-all of them together — and times their training steps (forward under autocast for bf16,
+random tokens) once per variant — the preset (with ``--base`` options: the reference the others
+are compared to, as the Text preset without the parts it has), each ``--set`` alone, and all of
+them together — and times their training steps (forward under autocast for bf16,
 cross-entropy, backward, Adam) **interleaved**, one step of each variant in turn, at one thread.
 Each step is timed with ``time.thread_time()``, the CPU time of this thread. It does not count
 time spent descheduled, so a training run on the other core disturbs it far less than it disturbs
@@ -35,14 +37,17 @@ def main() -> None:
     parser.add_argument(
         "--set", action="append", type=model_option, default=[], metavar="FIELD=VALUE", help="a model option"
     )
+    parser.add_argument(
+        "--base", action="append", type=model_option, default=[], metavar="FIELD=VALUE", help="an option of every variant"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per variant (after one warm-up)")
     args = parser.parse_args()
     keep_freed_memory()
     torch.set_num_threads(1)
-    options = dict(args.set)
-    variants = {"preset": {}, **{f"{k}={v}": {k: v} for k, v in options.items()}}
+    options, base = dict(args.set), dict(args.base)
+    variants = {"preset": base, **{f"{k}={v}": {**base, k: v} for k, v in options.items()}}
     if len(options) > 1:
-        variants["all of them"] = options
+        variants["all of them"] = {**base, **options}
     dtype = getattr(torch, args.dtype)
     cpu = torch.device("cpu")
     workloads = {

@@ -30,7 +30,16 @@ from .ops.hrr_attention import (
     hrr_attention_weights,
 )
 from .ops.hrr_attention.validation import Output, check_attention_inputs, check_method, check_recall_options
-from .parts import ConvInit, Halo, OutputGate, ShortConvolution, check_short_conv_init, halos
+from .parts import (
+    ConvInit,
+    Halo,
+    OutputGate,
+    ShortConvolution,
+    check_short_conv_init,
+    contiguous_as,
+    halos,
+    matmul_dtype,
+)
 
 __all__ = [
     "COSINE_EPS",
@@ -62,18 +71,6 @@ def softmax_attention(
     nothing_allowed = ~allowed.any(-1, keepdim=True)  # (B, 1, T or 1, 1)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed | nothing_allowed)
     return out.masked_fill(nothing_allowed, 0.0)
-
-
-def _contiguous_as(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """x contiguous and in ``dtype``, in one copy (``Tensor.to`` ignores the layout when the dtype matches)."""
-    return x.contiguous() if x.dtype == dtype else x.to(dtype, memory_format=torch.contiguous_format)
-
-
-def _matmul_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype a matrix multiply reads x in: autocast's where it is on, else x's own. Casting the
-    attention output to it in the copy that merges the heads saves autocast a second pass."""
-    device = x.device.type
-    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
 # ----------------------------------------------------------------------------- modules
@@ -170,22 +167,28 @@ class _MultiHeadAttention(nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         halo: Halo | None = None,
     ) -> torch.Tensor:
-        """x (B, T, E) → the projections x W_p of ``parts`` ⊆ ``projected`` side by side, (B, T, n·h·d),
-        through the short convolution and SiLU where there is one; padding is zeroed before it and
-        ``halo`` holds the K − 1 positions before x (None: x starts the sequence)."""
+        """x (B, T, E) → the heads of the projections x W_p of ``parts`` ⊆ ``projected``, (n, B, h, T, d)
+        contiguous in the kernel's dtype, through the short convolution and SiLU where there is one
+        (which writes them in this layout); padding is zeroed before it and ``halo`` holds the K − 1
+        positions before x (None: x starts the sequence)."""
         parts = parts or self.projected
         rows = self._rows(parts)
         weight, bias = self.projection_weights()
         if rows is not None:
             weight, bias = weight[rows], None if bias is None else bias[rows]
-        conv = self.short_conv
+        conv, heads = self.short_conv, (self.num_heads, self.head_dim)
         if conv is None:
-            return F.linear(x, weight, bias)  # (B, T, n·h·d)
-        padded = conv.pad(x, key_padding_mask, halo)  # (B, K−1 + T, E), zero where the input must be
-        u = F.linear(padded, weight, bias)  # (B, K−1 + T, n·h·d)
-        if bias is not None:  # x W + b is b, not 0, where x was zeroed
-            u = u * conv.keep(key_padding_mask, halo, u)
-        return conv(u, rows)  # (B, T, n·h·d)
+            y = F.linear(x, weight, bias)  # (B, T, n·h·d)
+            b, t, _ = y.shape
+            y = y.view(b, t, len(parts), *heads).permute(2, 0, 3, 1, 4)  # (n, B, h, T, d)
+            return contiguous_as(y, self._heads_dtype(y.dtype, y.device))
+        u, before = conv.inputs(x, key_padding_mask, halo, lambda z: F.linear(z, weight, bias), bias is not None)
+        return conv(u, before, rows, heads, self._heads_dtype(hrr.compute_dtype(u.dtype), u.device))  # (n, B, h, T, d)
+
+    def _heads_dtype(self, dtype: torch.dtype, device: torch.device) -> torch.dtype:
+        """The heads' dtype for projections in ``dtype``: the kernel's (float32 at least) where it
+        ``upcast``s, else the one its matrix multiplies read (autocast's where it is on)."""
+        return hrr.compute_dtype(dtype) if self.upcast else matmul_dtype(dtype, device)
 
     def projection_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The weight (n·h·d, E) and bias of every projected part, in ``projected``'s order: ``qkv_proj``'s
@@ -211,20 +214,18 @@ class _MultiHeadAttention(nn.Module):
         """The heads of ``parts`` ⊆ ``projected`` (default all) of x (B, T, E) as the kernel takes
         them, each (B, h, T, d) and contiguous (one copy here saves several inside the batched matrix
         multiplies), in the kernel's dtype where ``upcast`` (cast in the same copy). See :meth:`project`."""
-        parts = parts or self.projected
-        b, t, _ = x.shape
-        y = self.project(x, parts, key_padding_mask, halo).view(b, t, len(parts), self.num_heads, self.head_dim)
-        dtype = hrr.compute_dtype(y.dtype) if self.upcast else _matmul_dtype(y)  # the convolution's y is float32
-        return list(_contiguous_as(y.permute(2, 0, 3, 1, 4), dtype).unbind(0))  # n × (B, h, T, d)
+        return list(self.project(x, parts, key_padding_mask, halo).unbind(0))  # n × (B, h, T, d)
 
     def project_out(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The attention's output y (B, h, T, d) → (B, T, E): heads merged, gated by the layer's
         input x (B, T, E) (``output_gate``), dropout, output projection."""
         b, _, t, _ = y.shape
         if self.gate is None:
-            merged = _contiguous_as(y.transpose(1, 2), _matmul_dtype(y)).view(b, t, self.inner_dim)  # (B, T, h·d)
-        else:  # the norm in float32 at least, on contiguous heads
-            merged = self.gate(_contiguous_as(y.transpose(1, 2), hrr.compute_dtype(y.dtype)), x)  # (B, T, h·d)
+            merged = contiguous_as(y.transpose(1, 2), matmul_dtype(y.dtype, y.device)).view(
+                b, t, self.inner_dim
+            )  # (B, T, h·d)
+        else:  # the norm in float32 at least, reading the heads in place
+            merged = self.gate(y.transpose(1, 2), x)  # (B, T, h·d)
         return self.out_proj(self.dropout(merged))
 
     def halo(

@@ -29,7 +29,7 @@ projection.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple, get_args
 
 import torch
@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import hrr
+from .ops import native
 from .ops.hrr_attention import SequenceReduction
 from .ops.hrr_attention.precision import autocast_off
 
@@ -48,8 +49,10 @@ __all__ = [
     "ShortConvolution",
     "causal_depthwise_conv",
     "check_short_conv_init",
+    "contiguous_as",
     "halos",
     "keep_of",
+    "matmul_dtype",
 ]
 
 #: bytes of one piece of g in the short convolution's filter gradient: within a core's L2/L3 share.
@@ -82,6 +85,18 @@ class Halo(NamedTuple):
 
     x: torch.Tensor
     keep: torch.Tensor
+
+
+def contiguous_as(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """x contiguous and in ``dtype``, in one copy (``Tensor.to`` ignores the layout when the dtype matches)."""
+    return x.contiguous() if x.dtype == dtype else x.to(dtype, memory_format=torch.contiguous_format)
+
+
+def matmul_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The dtype a matrix multiply reads a tensor of ``dtype`` on ``device`` in: autocast's where it
+    is on, else its own. Casting to it in a copy that is made anyway (the heads' split and merge, the
+    gate's output) saves autocast a second pass."""
+    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else dtype
 
 
 def keep_of(key_padding_mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
@@ -212,28 +227,49 @@ class ShortConvolution(nn.Module):
         """K − 1: how many positions before its own each output reads."""
         return self.kernel_size - 1
 
-    def pad(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None, halo: Halo | None) -> torch.Tensor:
-        """x (B, T, E) → (B, K−1 + T, E): the halo's positions (zeros without one: the sequence's
-        start) then x's, padding zeroed. Projected without bias, these are the convolution's input."""
+    def inputs(
+        self,
+        x: torch.Tensor,
+        key_padding_mask: torch.Tensor | None,
+        halo: Halo | None,
+        project: Callable[[torch.Tensor], torch.Tensor],
+        bias: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The convolution's input: u = project(x) (B, T, C') and the halo's projection (B, K−1, C')
+        (None where x starts the sequence: zeros), each zero at padding (x zeroed first; with a
+        ``bias``, x W + b is b there, so the projection is zeroed too)."""
         keep = keep_of(key_padding_mask, x)
-        x = x if keep is None else x * keep
+        u = project(x if keep is None else x * keep)  # (B, T, C')
+        if bias and keep is not None:
+            u = u * keep.to(u.dtype)
         if halo is None:
-            return F.pad(x, (0, 0, self.context, 0))
-        return torch.cat([halo.x * halo.keep, x], dim=1)
+            return u, None
+        before = project(halo.x * halo.keep)  # (B, K−1, C')
+        return u, before * halo.keep.to(before.dtype) if bias else before
 
-    def keep(self, key_padding_mask: torch.Tensor | None, halo: Halo | None, like: torch.Tensor) -> torch.Tensor:
-        """(B, K−1 + T, 1): 1 at the real positions of :meth:`pad`'s output (to zero a projection with a bias)."""
-        b, t = like.shape[0], like.shape[1] - self.context
-        before = like.new_zeros(b, self.context, 1) if halo is None else halo.keep.to(like.dtype)
-        keep = like.new_ones(b, t, 1) if key_padding_mask is None else keep_of(key_padding_mask, like)
-        return torch.cat([before, keep], dim=1)
-
-    def forward(self, u: torch.Tensor, channels: slice | torch.Tensor | None = None) -> torch.Tensor:
-        """u (B, K−1 + T, C'): the input of K − 1 positions before the T outputs' and of theirs,
-        zero at padding → SiLU(convolution) (B, T, C'). ``channels``: which of the C channels u
-        holds (their filters; None: all, in order)."""
-        weight = self.weight if channels is None else self.weight[channels]  # (C', 1, K)
-        return F.silu(causal_depthwise_conv(u, weight[:, 0]))  # (B, T, C'), float32 at least
+    def forward(
+        self,
+        u: torch.Tensor,
+        halo: torch.Tensor | None = None,
+        channels: slice | torch.Tensor | None = None,
+        heads: tuple[int, int] | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """u (B, T, C') after ``halo`` (B, K−1, C'), the input of the K − 1 positions before (None:
+        zeros, the sequence's start), zero at padding → SiLU(convolution) (B, T, C'). ``channels``:
+        which of the C channels u holds (their filters; None: all, in order). ``heads`` (h, d): the
+        result as heads, (n, B, h, T, d) contiguous for C' = n·h·d. ``dtype``: the result's, default
+        float32 at least; the arithmetic is float32 at least either way."""
+        weight = (self.weight if channels is None else self.weight[channels])[:, 0]  # (C', K)
+        dtype = dtype or hrr.compute_dtype(u.dtype)
+        if self.kernel_size <= native.MAX_KERNEL and dtype in native.DTYPES and native.available_for(u, weight):
+            return native.conv_silu(u, weight, halo, heads, dtype)  # one pass each way (ops/native)
+        b, t, c = u.shape
+        before = u.new_zeros(b, self.context, c) if halo is None else halo.to(u.dtype)
+        y = F.silu(causal_depthwise_conv(torch.cat([before, u], dim=1), weight))  # (B, T, C'), float32 at least
+        if heads is not None:
+            y = y.view(b, t, c // (heads[0] * heads[1]), *heads).permute(2, 0, 3, 1, 4)  # (n, B, h, T, d)
+        return contiguous_as(y, dtype)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, kernel_size={self.kernel_size}"
@@ -251,10 +287,14 @@ class OutputGate(nn.Module):
         self.weight = nn.Parameter(torch.ones(self.head_dim))
 
     def forward(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """o (B, T, h, d) the attention's output, x (B, T, E) its input → (B, T, h·d). The norm runs
-        in float32 at least (half-precision o is upcast)."""
+        """o (B, T, h, d) the attention's output, at any strides (a view of its (B, h, T, d) is read
+        in place), x (B, T, E) its input → (B, T, h·d). The norm runs in float32 at least
+        (half-precision o is upcast)."""
         b, t, _ = x.shape
-        gate = F.silu(self.proj(x)).view(b, t, self.num_heads, self.head_dim)  # (B, T, h, d)
-        o = o.to(hrr.compute_dtype(o.dtype))
+        z = self.proj(x).view(b, t, self.num_heads, self.head_dim)  # (B, T, h, d): the gate before SiLU
+        if native.available_for(o, z, self.weight):  # one pass each way, written as the output projection reads it
+            dtype = matmul_dtype(torch.float32, o.device)
+            return native.gated_rms_norm(o, z, self.weight, self.eps, dtype).view(b, t, -1)
+        o = contiguous_as(o, hrr.compute_dtype(o.dtype))
         normed = F.rms_norm(o, (self.head_dim,), self.weight.to(o.dtype), self.eps)  # (B, T, h, d)
-        return (normed * gate).view(b, t, self.num_heads * self.head_dim)
+        return (normed * F.silu(z)).view(b, t, self.num_heads * self.head_dim)

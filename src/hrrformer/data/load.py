@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+from ..cache import default_cache_dir
 from ..distributed import DistInfo, barrier
 from ..tasks import Preset, get_preset, get_task
 from . import load_task
@@ -29,11 +30,6 @@ class LoadedData(NamedTuple):
 
     data: TaskData
     path: str
-
-
-def default_cache_dir() -> Path:
-    """Where generated data sets are kept: ``$HRRFORMER_CACHE``, default ``~/.cache/hrrformer``."""
-    return Path(os.environ.get("HRRFORMER_CACHE", Path.home() / ".cache" / "hrrformer"))
 
 
 def generated_data_dir(task: str, preset: Preset, seed: int, progress: bool = True) -> Path:
