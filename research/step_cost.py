@@ -38,7 +38,12 @@ def main() -> None:
         "--set", action="append", type=model_option, default=[], metavar="FIELD=VALUE", help="a model option"
     )
     parser.add_argument(
-        "--base", action="append", type=model_option, default=[], metavar="FIELD=VALUE", help="an option of every variant"
+        "--base",
+        action="append",
+        type=model_option,
+        default=[],
+        metavar="FIELD=VALUE",
+        help="an option of every variant",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per variant (after one warm-up)")
     args = parser.parse_args()

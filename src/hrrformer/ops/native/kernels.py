@@ -122,7 +122,9 @@ def conv_silu(
     if dtype not in _TYPES:
         raise ValueError(f"conv_silu writes float32 or bfloat16, not {dtype}")
     if halo is not None and halo.shape != (u.shape[0], k - 1, u.shape[2]):
-        raise ValueError(f"conv_silu: the halo must be (B, K−1, C) = {(u.shape[0], k - 1, u.shape[2])}, got {tuple(halo.shape)}")
+        raise ValueError(
+            f"conv_silu: the halo must be (B, K−1, C) = {(u.shape[0], k - 1, u.shape[2])}, got {tuple(halo.shape)}"
+        )
     return _ConvSilu.apply(u, halo, weight, heads, dtype)
 
 
