@@ -145,6 +145,23 @@ typedef struct {
 
 /* Input row i as float32: in place where the input is float32, else converted into `slot`;
  * `zeros` (C) where there is no halo. Kept in `held` (K pointers, row i at i mod K). */
+/* sequence b's input: u (B, T, C) and halo (B, K − 1, C) or NULL */
+static inline Input input_of(const void *u, const void *halo, int type, int64_t b, int64_t T, int64_t K, int64_t C) {
+    const size_t row = type_size(type) * (size_t)C;
+    const Input in = {(const char *)u + (size_t)(b * T) * row,
+                      halo ? (const char *)halo + (size_t)(b * (K - 1)) * row : NULL, type, K, C};
+    return in;
+}
+
+/* CALL(k) with k a constant for the common kernel sizes, so that the loops over taps unroll */
+#define WITH_CONSTANT_K(K, CALL)                                                                                       \
+    switch (K) {                                                                                                       \
+    case 2: CALL(2); break;                                                                                            \
+    case 3: CALL(3); break;                                                                                            \
+    case 4: CALL(4); break;                                                                                            \
+    default: CALL(K);                                                                                                  \
+    }
+
 static inline void load_input(const float **held, float *slot, const float *zeros, Input in, int64_t i) {
     const size_t size = type_size(in.type) * (size_t)in.C;
     const char *src = i >= in.K - 1 ? in.u + (size_t)(i - in.K + 1) * size : in.halo ? in.halo + (size_t)i * size : NULL;
@@ -168,17 +185,24 @@ static inline void store_input_gradient(char *grad_u, char *grad_halo, Input in,
 }
 
 /* The work of one row, every tap in one loop over the channels. Always inlined into a switch over
- * the kernel size (conv_forward, conv_backward), so that K is a constant there, the loop over taps
- * unrolls and the loop over channels vectorises. u[j] is input row t + j, as float32. */
+ * the kernel size (WITH_CONSTANT_K in conv_silu_forward and conv_silu_backward), so that K is a
+ * constant there, the loop over taps unrolls and the loop over channels vectorises. u[j] is input
+ * row t + j, as float32. */
 #define ROW_FUNCTION static inline __attribute__((always_inline))
+
+/* Σ_j w[j][c] x[j][c] for channel c */
+ROW_FUNCTION float taps(int64_t K, const float *restrict wt, const float *const *x, int64_t C, int64_t c) {
+    float total = 0.0f;
+    for (int64_t j = 0; j < K; ++j) total += wt[j * C + c] * x[j][c];
+    return total;
+}
 
 /* y[c] = SiLU(Σ_j w[j][c] u[j][c]) */
 ROW_FUNCTION void forward_row(int64_t K, float *restrict y, const float *const *u, const float *restrict wt,
                               int64_t C) {
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) {
-        float z = 0.0f;
-        for (int64_t j = 0; j < K; ++j) z += wt[j * C + c] * u[j][c];
+        const float z = taps(K, wt, u, C, c);
         y[c] = z * sigmoid(z);
     }
 }
@@ -188,8 +212,7 @@ ROW_FUNCTION void backward_row(int64_t K, int with_filter, float *restrict gz, c
                                const float *const *u, const float *restrict wt, float *restrict gw, int64_t C) {
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) {
-        float z = 0.0f;
-        for (int64_t j = 0; j < K; ++j) z += wt[j * C + c] * u[j][c];
+        const float z = taps(K, wt, u, C, c);
         float sg = sigmoid(z), d = g[c] * sg * (1.0f + z * (1.0f - sg));
         gz[c] = d;
         if (with_filter)
@@ -201,11 +224,7 @@ ROW_FUNCTION void backward_row(int64_t K, int with_filter, float *restrict gz, c
 ROW_FUNCTION void input_gradient_row(int64_t K, float *restrict gu, const float *const *gz, const float *restrict wt,
                                      int64_t C) {
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) {
-        float total = 0.0f;
-        for (int64_t j = 0; j < K; ++j) total += wt[j * C + c] * gz[j][c];
-        gu[c] = total;
-    }
+    for (int64_t c = 0; c < C; ++c) gu[c] = taps(K, wt, gz, C, c);
 }
 
 /* One forward block: rows [t0, t1) of sequence b. Input row i is held in ring slot i mod K. */
@@ -229,7 +248,6 @@ void conv_silu_forward(const void *u, const void *halo, int u_type, const float 
                        int64_t group, int64_t stride_b, int64_t stride_t, int64_t B, int64_t T, int64_t C, int64_t K,
                        int64_t rows, int threads) {
     const int64_t per_seq = (T + rows - 1) / rows, blocks = B * per_seq;
-    const size_t us = type_size(u_type);
     float *wt = transpose_filter(w, C, K);
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
@@ -238,16 +256,10 @@ void conv_silu_forward(const void *u, const void *halo, int u_type, const float 
         for (int64_t block = 0; block < blocks; ++block) {
             int64_t b, t0, t1;
             block_of(block, per_seq, rows, T, &b, &t0, &t1);
-            const Input in = {(const char *)u + (size_t)(b * T) * C * us,
-                              halo ? (const char *)halo + (size_t)(b * (K - 1)) * C * us : NULL, u_type, K, C};
+            const Input in = input_of(u, halo, u_type, b, T, K, C);
             const int64_t at = b * stride_b;
 #define FORWARD(k) forward_block(k, in, wt, y, y_type, y_offsets, group, at, stride_t, t0, t1, C, ring, zeros, out)
-            switch (K) {
-            case 2: FORWARD(2); break;
-            case 3: FORWARD(3); break;
-            case 4: FORWARD(4); break;
-            default: FORWARD(K);
-            }
+            WITH_CONSTANT_K(K, FORWARD)
 #undef FORWARD
         }
         free(ring);
@@ -307,20 +319,14 @@ void conv_silu_backward(const void *g, int g_type, const int64_t *g_offsets, int
             int64_t b, s0, s1;
             block_of(block, per_seq, rows, L, &b, &s0, &s1);
             const size_t row = (size_t)C * us;
-            const Input in = {(const char *)u + (size_t)(b * T) * row,
-                              halo ? (const char *)halo + (size_t)(b * (K - 1)) * row : NULL, u_type, K, C};
+            const Input in = input_of(u, halo, u_type, b, T, K, C);
             char *gu_b = (char *)grad_u + (size_t)(b * T) * row;
             char *gh_b = grad_halo ? (char *)grad_halo + (size_t)(b * (K - 1)) * row : NULL;
             const int64_t at = b * stride_b;
 #define BACKWARD(k)                                                                                                    \
     backward_block(k, g, g_type, g_offsets, group, at, stride_t, in, wt, gu_b, gh_b, gw, s0, s1, T, C, ring, gz_ring, \
                    zeros, g_row, gu)
-            switch (K) {
-            case 2: BACKWARD(2); break;
-            case 3: BACKWARD(3); break;
-            case 4: BACKWARD(4); break;
-            default: BACKWARD(K);
-            }
+            WITH_CONSTANT_K(K, BACKWARD)
 #undef BACKWARD
         }
         free(ring);
