@@ -160,6 +160,15 @@ def test_layers_equal_with_the_native_kernels_on_and_off(kind, amp, monkeypatch)
 def test_float64_and_half_precision_take_the_eager_path():
     assert not native.available_for(torch.zeros(2, dtype=torch.float64))
     assert not native.available_for(torch.zeros(2), torch.zeros(2, dtype=torch.float16))
+    assert not native.available_for(torch.zeros(2), writes=torch.float16)
+
+
+def test_a_layer_under_float16_autocast_takes_the_eager_parts():
+    """float16 is no dtype of the kernels: the parts fall back, they do not refuse."""
+    layer = HrrAttention(16, 2, short_conv=4, output_gate=True)
+    with torch.autocast("cpu", dtype=torch.float16):
+        out = layer(torch.randn(2, 9, 16))
+    assert out.dtype == torch.float16 and torch.isfinite(out).all()
 
 
 def test_a_failed_build_names_the_compiler_command(tmp_path):

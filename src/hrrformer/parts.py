@@ -262,7 +262,7 @@ class ShortConvolution(nn.Module):
         float32 at least; the arithmetic is float32 at least either way."""
         weight = (self.weight if channels is None else self.weight[channels])[:, 0]  # (C', K)
         dtype = dtype or hrr.compute_dtype(u.dtype)
-        if self.kernel_size <= native.MAX_KERNEL and dtype in native.DTYPES and native.available_for(u, weight):
+        if self.kernel_size <= native.MAX_KERNEL and native.available_for(u, weight, writes=dtype):
             return native.conv_silu(u, weight, halo, heads, dtype)  # one pass each way (ops/native)
         b, t, c = u.shape
         before = u.new_zeros(b, self.context, c) if halo is None else halo.to(u.dtype)
@@ -287,13 +287,12 @@ class OutputGate(nn.Module):
         self.weight = nn.Parameter(torch.ones(self.head_dim))
 
     def forward(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """o (B, T, h, d) the attention's output, at any strides (a view of its (B, h, T, d) is read
-        in place), x (B, T, E) its input → (B, T, h·d). The norm runs in float32 at least
+        """o (B, T, h, d) the attention's output (a transposed view of its (B, h, T, d) is read in place), x (B, T, E) its input → (B, T, h·d). The norm runs in float32 at least
         (half-precision o is upcast)."""
         b, t, _ = x.shape
         z = self.proj(x).view(b, t, self.num_heads, self.head_dim)  # (B, T, h, d): the gate before SiLU
-        if native.available_for(o, z, self.weight):  # one pass each way, written as the output projection reads it
-            dtype = matmul_dtype(torch.float32, o.device)
+        dtype = matmul_dtype(torch.float32, o.device)  # what the output projection reads
+        if native.available_for(o, z, self.weight, writes=dtype):  # one pass each way
             return native.gated_rms_norm(o, z, self.weight, self.eps, dtype).view(b, t, -1)
         o = contiguous_as(o, hrr.compute_dtype(o.dtype))
         normed = F.rms_norm(o, (self.head_dim,), self.weight.to(o.dtype), self.eps)  # (B, T, h, d)

@@ -11,7 +11,7 @@ In eager PyTorch each part makes ~8 passes over its tensors (casts, the convolut
 gradients); these kernels make one per direction. ``HRRFORMER_NATIVE=0`` turns them off.
 """
 
-from .kernels import DTYPES, MAX_KERNEL, available_for, conv_silu, gated_rms_norm
+from .kernels import MAX_KERNEL, available_for, conv_silu, gated_rms_norm
 from .loader import enabled, library
 
-__all__ = ["DTYPES", "MAX_KERNEL", "available_for", "conv_silu", "enabled", "gated_rms_norm", "library"]
+__all__ = ["MAX_KERNEL", "available_for", "conv_silu", "enabled", "gated_rms_norm", "library"]

@@ -1,8 +1,7 @@
 """Autograd functions over the native kernels of ``parts.c``: the short convolution with SiLU, and
 the output gate's RMSNorm times SiLU, each forward and backward in one pass over its tensors (the
-maths is in ``parts.c``'s header and :mod:`hrrformer.parts`). CPU, float32 or bfloat16 inputs,
-arithmetic in float32, outputs float32 as the eager parts'. :func:`available_for` says whether a
-call can take them; :mod:`hrrformer.parts` falls back to its eager code where it cannot (float64,
+maths is in ``parts.c``'s header and :mod:`hrrformer.parts`). CPU, float32 or bfloat16 inputs and
+outputs, arithmetic in float32. :func:`available_for` says whether a call can take them; :mod:`hrrformer.parts` falls back to its eager code where it cannot (float64,
 other devices, ``torch.compile``, no compiler)."""
 
 from __future__ import annotations
@@ -14,24 +13,25 @@ from torch.autograd.function import once_differentiable
 
 from .loader import enabled, library
 
-__all__ = ["DTYPES", "MAX_KERNEL", "available_for", "conv_silu", "gated_rms_norm"]
+__all__ = ["MAX_KERNEL", "available_for", "conv_silu", "gated_rms_norm"]
 
 #: the longest filter the kernels take (a ring of input rows on the stack)
 MAX_KERNEL = 64
 #: rows (positions) per block of work: a thread's unit, and the recomputed halo is K − 1 of them
 _ROWS = 256
+#: the dtypes the kernels read and write, and their codes in ``parts.c``
 _TYPES = {torch.float32: 0, torch.bfloat16: 1}
-#: the dtypes the kernels read and write
-DTYPES = tuple(_TYPES)
 _F32 = _TYPES[torch.float32]
 
 
-def available_for(*tensors: torch.Tensor) -> bool:
-    """True where the native kernels can compute a part of these tensors: on, built, eager (not
-    under ``torch.compile``), and every tensor on the CPU in float32 or bfloat16."""
+def available_for(*tensors: torch.Tensor, writes: torch.dtype = torch.float32) -> bool:
+    """True where the native kernels can compute a part of these tensors into a result of dtype
+    ``writes``: on, built, eager (not under ``torch.compile``), every tensor on the CPU and every
+    dtype float32 or bfloat16."""
     return (
         enabled()
         and not torch.compiler.is_compiling()
+        and writes in _TYPES
         and all(t.device.type == "cpu" and t.dtype in _TYPES for t in tensors)
         and library() is not None
     )
@@ -131,8 +131,8 @@ def conv_silu(
 class _GatedRmsNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, o, z, gamma, eps, dtype):  # type: ignore[override]
-        o = o.to(torch.float32)  # (B, T, h, d), its layout kept (the attention's (B, h, T, d) in place)
-        if o.stride(-1) != 1 or not _dense(o):
+        o = o.to(torch.float32)  # (B, T, h, d), its layout kept: the attention's (B, h, T, d) read in place
+        if not (o.is_contiguous() or o.transpose(1, 2).is_contiguous()):
             o = o.contiguous()
         z = z.contiguous()  # (B, T, h, d)
         g = gamma.detach().to(torch.float32).contiguous()  # (d,)
@@ -161,11 +161,6 @@ class _GatedRmsNorm(torch.autograd.Function):
         return grad_o, grad_z, grad_gamma.to(ctx.gamma_dtype), None, None
 
 
-def _dense(x: torch.Tensor) -> bool:
-    """x covers its storage without gaps or overlaps (so a tensor of its strides is as large)."""
-    return x.is_contiguous() or x.permute(*sorted(range(x.dim()), key=lambda i: -x.stride(i))).is_contiguous()
-
-
 def _row_strides(o: torch.Tensor) -> tuple[int, int, int]:
     """The strides of b, t and head of o (B, T, h, d), in the order ``parts.c`` takes them."""
     return o.stride(0), o.stride(1), o.stride(2)
@@ -174,7 +169,8 @@ def _row_strides(o: torch.Tensor) -> tuple[int, int, int]:
 def gated_rms_norm(
     o: torch.Tensor, z: torch.Tensor, gamma: torch.Tensor, eps: float, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """o (B, T, h, d) at any strides and the gate's pre-activation z (B, T, h, d) → o / sqrt(mean_d o²
+    """o (B, T, h, d), contiguous or a transposed view of a contiguous (B, h, T, d) (other strides
+    are copied), and the gate's pre-activation z (B, T, h, d) → o / sqrt(mean_d o²
     + ε) · γ · SiLU(z), (B, T, h, d) contiguous in ``dtype`` (float32 or bfloat16; arithmetic in
     float32)."""
     if o.dim() != 4 or o.shape != z.shape or o.shape[-1] != gamma.shape[0]:
