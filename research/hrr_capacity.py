@@ -10,6 +10,11 @@ candidate shrinks as 1/√d: the margin is ~√(d/n), and the accuracy falls onc
 This is the ceiling of a perfectly trained memory (keys that unbind exactly, ``projection``: π,
 unit-magnitude spectra), to set beside what models learn (EXPERIMENTS.md, "Associative recall").
 
+``--memories M`` routes the pairs into M memories by the keys themselves, as the layer's
+``memory_routing="key"`` does: r(k) = softmax(k̂ R), R (d × M) with N(0, σ²) entries
+(``--route-scale σ``, the layer's initial 8), and the first key reads Σ_j r_1(j) β_j, so each
+pair enters its read with weight r(k_1)·r(k_i): ~1 for its own key, ~1/M for another.
+
     .venv/bin/python -m research.hrr_capacity --dims 64,128,256,512,1024,2048 --pairs 4,8,16,32,64 \
         --candidates 4096 --out runs/capacity.json
 """
@@ -33,9 +38,12 @@ def recall_accuracy(
     projection: bool = True,
     seed: int = 0,
     block: int = 64,
+    memories: int = 1,
+    route_scale: float = 8.0,
 ) -> float:
     """The fraction of ``trials`` memories of ``pairs`` random pairs in ``dim`` dimensions whose first
-    key's read-out scores its own value above ``candidates`` − 1 random others (ties count as wrong)."""
+    key's read-out scores its own value above ``candidates`` − 1 random others (ties count as wrong);
+    ``memories`` > 1: routed by the keys (module docstring)."""
     g = torch.Generator().manual_seed(seed)
     right = 0
     for start in range(0, trials, block):
@@ -44,7 +52,12 @@ def recall_accuracy(
         values = torch.randn(n, pairs, dim, generator=g, dtype=torch.float64) / dim**0.5
         if projection:
             keys = hrr.projection(keys)
-        memory = hrr.bind(keys, values).sum(1)  # (n, d): β
+        weights = torch.ones(n, pairs, dtype=torch.float64)  # (n, P): how much each pair enters the read
+        if memories > 1:
+            router = torch.randn(dim, memories, generator=g, dtype=torch.float64) * route_scale
+            routes = (keys / keys.norm(dim=-1, keepdim=True) @ router).softmax(-1)  # (n, P, M)
+            weights = (routes * routes[:, :1]).sum(-1)  # r(k_1) · r(k_i)
+        memory = (weights[..., None] * hrr.bind(keys, values)).sum(1)  # (n, d): Σ_j r_1(j) β_j
         read = hrr.unbind(memory, keys[:, 0])  # (n, d): k_1† ⊛ β
         own = (read * values[:, 0]).sum(-1)  # (n,)
         best_other = torch.full_like(own, -torch.inf)
@@ -62,20 +75,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--candidates", type=int, default=4096, help="values to tell apart (MQAR: V / 2)")
     parser.add_argument("--trials", type=int, default=256)
     parser.add_argument("--no-projection", action="store_true", help="keys as drawn, without π")
+    parser.add_argument("--memories", type=int, default=1, help="memories routed by the keys (1: one β)")
+    parser.add_argument("--route-scale", type=float, default=8.0, help="σ of the key router's entries")
     parser.add_argument("--out", type=Path, help="write the table as JSON here")
     args = parser.parse_args(argv)
     dims = [int(d) for d in args.dims.split(",")]
     pairs = [int(n) for n in args.pairs.split(",")]
     table = {
-        d: {n: recall_accuracy(d, n, args.candidates, args.trials, not args.no_projection) for n in pairs} for d in dims
-    }
-    print(f"recall of an ideal HRR memory among {args.candidates} values ({args.trials} trials)")
+        d: {
+            n: recall_accuracy(
+                d, n, args.candidates, args.trials, not args.no_projection,
+                memories=args.memories, route_scale=args.route_scale,
+            )
+            for n in pairs
+        }
+        for d in dims
+    }  # fmt: skip
+    routed = f", {args.memories} memories routed by the keys" if args.memories > 1 else ""
+    print(f"recall of an ideal HRR memory among {args.candidates} values ({args.trials} trials{routed})")
     print("d \\ n " + "".join(f"{n:>8d}" for n in pairs))
     for d, row in table.items():
         print(f"{d:<6d}" + "".join(f"{acc:8.3f}" for acc in row.values()))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"candidates": args.candidates, "trials": args.trials, "accuracy": table}
+        payload = {"candidates": args.candidates, "trials": args.trials, "memories": args.memories, "accuracy": table}
         args.out.write_text(json.dumps(payload, indent=1))
 
 

@@ -14,7 +14,7 @@ train_in_background() {  # group, name, then hrrformer train arguments → runs/
   OMP_NUM_THREADS=1 PYTHONPATH="$snapshot/src" /usr/bin/time -v .venv/bin/python -m hrrformer train \
     --out "runs/$group/$name" --overwrite --no-progress "$@" > "logs/$group-$name.log" 2>&1 &
 }
-variant_args() {  # variant name → its hrrformer train flags (preset: the preset as it is; NAME-scK, NAME-gate, NAME-wg: a short convolution of kernel K, the output gate, the write gate; NAME-bf16, NAME-fp32: --amp bf16 or none; hrr: the paper's formula, as paper; NAME-m4: 4 memories; NAME-post, -nofn, -cls: post-norm, no final norm, CLS pooling; NAME-pi: π on q and k; NAME-hN: N heads; NAME-dD: heads of width D; NAME-sqk: q and k from one projection; NAME-shift: filters started at a token shift)
+variant_args() {  # variant name → its hrrformer train flags (preset: the preset as it is; NAME-scK, NAME-gate, NAME-wg: a short convolution of kernel K, the output gate, the write gate; NAME-bf16, NAME-fp32: --amp bf16 or none; hrr: the paper's formula, as paper; NAME-m4: 4 memories; NAME-post, -nofn, -cls: post-norm, no final norm, CLS pooling; NAME-pi: π on q and k; NAME-hN: N heads; NAME-dD: heads of width D; NAME-sqk: q and k from one projection; NAME-shift: filters started at a token shift; NAME-key: memories routed by the keys; NAME-one: one memory per head)
   case "$1" in
     paper|hrr) echo --attention hrr --hrr-output value --no-length-scale --score-scale none --no-learn-score-scale ;;
     softmax) echo --attention softmax ;;
@@ -42,6 +42,12 @@ variant_args() {  # variant name → its hrrformer train flags (preset: the pres
     *-m[1-9]|*-m[1-9][0-9])  # NAME-mM: NAME with M memories (several β per head)
       local base; base="$(variant_args "${1%-m*}")" || exit 2
       echo "$base" --memories "${1##*-m}" ;;
+    *-key)  # NAME-key: NAME with its memories routed by the keys themselves (--memory-routing key)
+      local base; base="$(variant_args "${1%-key}")" || exit 2
+      echo "$base" --memory-routing key ;;
+    *-one)  # NAME-one: NAME with one memory per head (--memories 1 --memory-routing input)
+      local base; base="$(variant_args "${1%-one}")" || exit 2
+      echo "$base" --memories 1 --memory-routing input ;;
     *-shift)  # NAME-shift: NAME with the short convolution's filters started at a token shift (k at lag 1)
       local base; base="$(variant_args "${1%-shift}")" || exit 2
       echo "$base" --short-conv-init shift ;;

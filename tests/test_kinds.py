@@ -47,6 +47,7 @@ def test_the_registry_has_the_three_kinds_and_their_capabilities():
 @pytest.mark.parametrize("name", ["softmax", "none"])
 def test_options_a_kind_does_not_take_are_refused(name, option):
     value = {"projection": True, "length_scale": True, "score_scale": 2.0, "hrr_output": "retrieved", "memories": 2}
+    value["memory_routing"] = "key"
     overrides = {option: value.get(option, True)}
     if option == "learn_score_scale":
         overrides["score_scale"] = 2.0  # refused first itself: score_scale is HRR's too

@@ -9,6 +9,7 @@ import torch
 from hrrformer import HrrAttention, hrr, hrr_attention
 from hrrformer.attention import hrr_attention_reference
 from hrrformer.config import HrrformerConfig
+from hrrformer.ops.hrr_attention.routed import ROUTED_BLOCK, Routed, as_blocks
 from test_attention import random_padding
 
 FORMS = [(False, "circulant"), (False, "fourier"), (True, "fourier")]
@@ -128,7 +129,7 @@ def test_the_layer_routes_keys_and_queries_into_its_memories():
     torch.manual_seed(0)
     layer = HrrAttention(12, 3, memories=4, projection=True).double()
     x = torch.randn(2, 9, 12, dtype=torch.float64)
-    q, k, v = layer.heads(x)
+    q, k, v = (y.blocks() if isinstance(y, Routed) else y for y in layer.heads(x))
     assert q.shape == k.shape == (2, 3, 9, 16) and v.shape == (2, 3, 9, 4)
     r_q, r_k = layer.routes(x)
     torch.testing.assert_close(r_q.sum(-1), torch.ones(2, 3, 9, dtype=torch.float64))
@@ -141,7 +142,7 @@ def test_the_layer_routes_keys_and_queries_into_its_memories():
     torch.testing.assert_close(k.unflatten(-1, (4, 4)), r_k[..., None] * k1[..., None, :])
     for parts in ("q", "kv", "qv", "v"):  # a subset is the same heads
         for got, want in zip(layer.heads(x, parts), [dict(zip("qkv", (q, k, v)))[p] for p in parts]):
-            torch.testing.assert_close(got, want)
+            torch.testing.assert_close(as_blocks(got), want)
     out = layer(x, torch.tensor([[False] * 9, [False] * 6 + [True] * 3]))
     out.square().sum().backward()
     assert layer.router.weight.grad.abs().max() > 0  # the routes learn
@@ -155,3 +156,125 @@ def test_memories_are_checked():
     with pytest.raises(ValueError, match="memories needs attention='hrr'"):
         HrrformerConfig(memories=2, attention="softmax")
     assert HrrAttention(8, 2).router is None  # the paper's layer has no router
+
+
+def routed_qkv(b, h, t, d, m, requires_grad=False, seed=0, dtype=torch.float64):
+    """Routed q, k (y (B, h, T, d), routes a softmax over m) and v (B, h, T, d)."""
+    g = torch.Generator().manual_seed(seed)
+    ys = [torch.randn(b, h, t, d, generator=g, dtype=dtype) for _ in range(3)]
+    rs = [torch.randn(b, h, t, m, generator=g, dtype=dtype).mul(3).softmax(-1) for _ in range(2)]
+    for x in ys + rs:
+        x.requires_grad_(requires_grad)
+    return ys, rs
+
+
+@pytest.mark.parametrize("causal,method", FORMS)
+@pytest.mark.parametrize("t", [1, 17, ROUTED_BLOCK, 2 * ROUTED_BLOCK + 9])
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_routed_memories_equal_their_blocks_and_the_reference(causal, method, t, output):
+    """Routed q, k (one vector and its routes) are their blocks r(j)·y: the same numbers as the
+    blocks form and the plain reference, causal over several blocks of the routed prefix sum too."""
+    if (method, output) == ("circulant", "recall"):
+        method = "auto"
+    (yq, yk, v), (rq, rk) = routed_qkv(2, 2, t, 6, 5, seed=t)
+    q, k = Routed(yq, rq), Routed(yk, rk)
+    mask = random_padding(2, t, seed=3)
+    got = hrr_attention(q, k, v, mask, causal=causal, method=method, output=output)
+    blocks = hrr_attention(q.blocks(), k.blocks(), v, mask, causal=causal, method=method, output=output)
+    ref = hrr_attention_reference(q.blocks(), k.blocks(), v, mask, causal=causal, output=output)
+    assert (got - ref).abs().max().item() < 1e-9
+    assert (got - blocks).abs().max().item() < 1e-9
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("output", ["retrieved", "recall"])
+def test_routed_memories_gradcheck(causal, output):
+    """Gradients of y and of the routes, over two blocks of the causal prefix sum (block of 4)."""
+    (yq, yk, v), (rq, rk) = routed_qkv(2, 2, 9, 4, 3, requires_grad=True, seed=4)
+    mask = random_padding(2, 9, seed=3)
+
+    def run(a, b, c, r1, r2):
+        return hrr_attention(Routed(a, r1), Routed(b, r2), c, mask, causal, "fourier", output=output)
+
+    assert torch.autograd.gradcheck(run, (yq, yk, v, rq, rk))
+
+
+def test_the_routed_prefix_sum_is_the_masked_double_sum():
+    """Σ_{s≤t} (rq_t · rk_s) p_s, with blocks of 4 over 11 positions, against the double sum."""
+    from hrrformer.ops.hrr_attention.routed import routed_prefix
+
+    g = torch.Generator().manual_seed(0)
+    rq, rk = (torch.rand(2, 3, 11, 5, generator=g, dtype=torch.float64) for _ in range(2))
+    p = torch.randn(2, 3, 11, 7, generator=g, dtype=torch.complex128)
+    weights = (rq @ rk.transpose(-1, -2)).tril()  # (B, h, T, T)
+    want = torch.einsum("bhts,bhsf->bhtf", weights.to(p.dtype), p)
+    for block in (1, 4, 11, 64):
+        torch.testing.assert_close(routed_prefix(rq, rk, p, block=block), want, rtol=1e-12, atol=1e-12)
+
+
+def test_routed_memories_padding_and_causality():
+    (yq, yk, v), (rq, rk) = routed_qkv(2, 3, 70, 6, 4)
+    (eq, ek, ev), (erq, erk) = routed_qkv(2, 3, 7, 6, 4, seed=9)
+    mask = torch.zeros(2, 77, dtype=torch.bool)
+    mask[:, 70:] = True
+    cat = lambda a, b: torch.cat([a, b], dim=2)  # noqa: E731
+    padded = (Routed(cat(yq, eq), cat(rq, erq)), Routed(cat(yk, ek), cat(rk, erk)), cat(v, ev))
+    for causal in (False, True):
+        out = hrr_attention(*padded, mask, causal=causal, output="recall")[:, :, :70]
+        want = hrr_attention(Routed(yq, rq), Routed(yk, rk), v, causal=causal, output="recall")
+        torch.testing.assert_close(out, want, rtol=1e-9, atol=1e-12)
+    changed = [x.clone() for x in (yq, yk, v, rq, rk)]
+    for x in changed:
+        x[:, :, 66:] = torch.rand_like(x[:, :, 66:])
+    early = hrr_attention(Routed(changed[0], changed[3]), Routed(changed[1], changed[4]), changed[2], causal=True)
+    torch.testing.assert_close(
+        early[:, :, :66], hrr_attention(Routed(yq, rq), Routed(yk, rk), v, causal=True)[:, :, :66]
+    )
+
+
+def test_routed_memories_range_control():
+    (yq, yk, v), (rq, rk) = routed_qkv(2, 2, 9, 8, 4, seed=6, dtype=torch.float32)
+    for scale in (1e20, 1e36):
+        x = [t.clone().mul(scale).requires_grad_() for t in (yq, yk, v)]
+        out = hrr_attention(Routed(x[0], rq), Routed(x[1], rk), x[2], causal=True, output="retrieved")
+        (out / scale).sum().backward()
+        assert torch.isfinite(out).all() and all(torch.isfinite(t.grad).all() for t in x)
+
+
+def test_routed_inputs_are_checked():
+    (yq, yk, v), (rq, rk) = routed_qkv(1, 2, 5, 4, 3)
+    with pytest.raises(ValueError, match="both routed"):
+        hrr_attention(Routed(yq, rq), yk, v)
+    with pytest.raises(ValueError, match="routes must be float"):
+        hrr_attention(Routed(yq, rq[:, :, :4]), Routed(yk, rk), v)
+    with pytest.raises(ValueError, match="routes of one shape"):
+        hrr_attention(Routed(yq, rq), Routed(yk, rk[..., :2]), v)
+
+
+def test_key_routing_routes_a_query_and_its_own_key_alike():
+    """routing="key": r = softmax(ŷ R_h) of the head itself, so equal q and k route alike; the
+    weight r^q_t · r^k_s is high for the same vector and low for others (nearly one-hot at first)."""
+    torch.manual_seed(0)
+    layer = HrrAttention(32, 2, memories=16, routing="key", projection=True, shared_qk=True).double()
+    assert layer.router is None and layer.key_router.shape == (2, 16, 16)
+    x = torch.randn(2, 40, 32, dtype=torch.float64)
+    q, k, _ = layer.heads(x)
+    torch.testing.assert_close(q.r, k.r)  # W_q = W_k and no convolution: the same vectors, the same routes
+    torch.testing.assert_close(q.r, layer.key_routes(q.y))
+    own = (q.r * k.r).sum(-1)  # (B, h, T)
+    others = torch.einsum("bhtm,bhsm->bhts", q.r, k.r)
+    off_diagonal = others.masked_select(~torch.eye(40, dtype=torch.bool))
+    assert own.mean() > 0.6 and off_diagonal.mean() < 0.15
+    layer(x).square().sum().backward()
+    assert layer.key_router.grad.abs().max() > 0  # the routes learn
+
+
+def test_key_routing_is_checked():
+    with pytest.raises(ValueError, match="routing must be one of"):
+        HrrAttention(8, 2, memories=2, routing="hash")
+    with pytest.raises(ValueError, match="routing='key' routes several memories"):
+        HrrAttention(8, 2, routing="key")
+    with pytest.raises(ValueError, match="memory_routing needs attention='hrr'"):
+        HrrformerConfig(memory_routing="key", attention="softmax")
+    with pytest.raises(ValueError, match="memory_routing='key' needs memories > 1"):
+        HrrformerConfig(memory_routing="key")

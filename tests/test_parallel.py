@@ -372,6 +372,23 @@ SCENARIOS = {
         r, w, pooling="mean", causal=True, hrr_output="recall", write_gate=True, short_conv=4, chunk_size=2
     ),
     "model_write_gate_memories": lambda r, w: _check_model(r, w, pooling="mean", write_gate=True, memories=2),
+    "model_key_routed_recall": lambda r, w: _check_model(
+        r, w, pooling="cls", memories=3, memory_routing="key", hrr_output="recall"
+    ),
+    "positions_key_routed_recall_chunked": lambda r, w: _check_positions(
+        r,
+        w,
+        causal=True,
+        shared_qk=True,
+        projection=True,
+        short_conv=4,
+        short_conv_init="shift",
+        hrr_output="recall",
+        write_gate=True,
+        memories=4,
+        memory_routing="key",
+        chunk_size=2,
+    ),
     "positions_shared_qk_recall_pi": lambda r, w: _check_positions(
         r, w, causal=True, shared_qk=True, projection=True, short_conv=4, hrr_output="recall", write_gate=True
     ),

@@ -20,3 +20,11 @@ def test_the_table_is_written(tmp_path):
     table = json.loads(out.read_text())["accuracy"]
     assert set(table) == {"16", "64"} and set(table["16"]) == {"2", "8"}
     assert table["64"]["2"] >= table["16"]["8"]
+
+
+def test_memories_routed_by_the_keys_lift_a_crowded_memory():
+    """64 pairs in 64 dimensions: one β recalls almost nothing; 32 memories routed by the keys leave the
+    first key ~2 others' crosstalk (measured 0.73 against 0.004 among 4,096 values at 256 trials)."""
+    one = recall_accuracy(64, 64, 256, trials=64)
+    routed = recall_accuracy(64, 64, 256, trials=64, memories=32)
+    assert one < 0.2 and routed > one + 0.5, (one, routed)

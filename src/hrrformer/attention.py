@@ -14,7 +14,7 @@ parallelism. Softmax attention has no such form (it would need ring attention) a
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import ClassVar, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,7 @@ from .ops.hrr_attention import (
     hrr_attention_reference,
     hrr_attention_weights,
 )
+from .ops.hrr_attention.routed import Routed
 from .ops.hrr_attention.validation import Output, check_attention_inputs, check_method, check_recall_options
 from .parts import (
     ConvInit,
@@ -43,14 +44,24 @@ from .parts import (
 
 __all__ = [
     "COSINE_EPS",
+    "ROUTINGS",
     "HrrAttention",
     "NoAttention",
+    "Routing",
     "SoftmaxAttention",
     "hrr_attention",
     "hrr_attention_reference",
     "hrr_attention_weights",
     "softmax_attention",
 ]
+
+
+#: How the memories of a head are chosen (``memories`` > 1): by a map of the block's input x
+#: ("input"), or by the head's own q and k ("key"), so that a query reads what its own key wrote.
+Routing = Literal["input", "key"]
+ROUTINGS: tuple[str, ...] = get_args(Routing)
+#: The key router's initial scale: logits ŷ·R of std 8 give nearly one-hot routes over m ≤ 64.
+KEY_ROUTE_SCALE = 8.0
 
 
 def softmax_attention(
@@ -317,6 +328,12 @@ class HrrAttention(_MultiHeadAttention):
 
     so each memory superposes the pairs routed to it (~T/m of them instead of T, whose crosstalk is
     ~1/√T) and each query reads the memories it routes to. m = 1 (default): the paper's one β.
+    ``routing="key"`` routes each head by its own q or k instead of by x: with one map R_h (d × m,
+    ``key_router``, entries N(0, 8²) at first, so that routes start nearly one-hot),
+    r_t^q = softmax(q̂_t R_h), r_t^k = softmax(k̂_t R_h), ŷ = y / ‖y‖_ε (after π). A query and a key
+    that are equal then route alike, so the weight with which q_t reads the pair written at s,
+    r_t^q · r_s^k, is ~1 for its own key and ~1/m for another: the write is selected by the match,
+    as softmax's is, and a query reads ~n/m of n writes (``research/hrr_capacity.py --memories``).
     ``short_conv=K``, ``output_gate=True``: the layer parts of :mod:`hrrformer.parts` (a causal
     convolution of q, k and v; a gated RMSNorm of the output); off by default. ``head_dim=d``: the
     size of each head's memory β, independent of E (default E / h); the cost grows as O(T·d log d).
@@ -350,14 +367,25 @@ class HrrAttention(_MultiHeadAttention):
         head_dim: int | None = None,
         shared_qk: bool = False,
         short_conv_init: ConvInit = "random",
+        routing: Routing = "input",
     ) -> None:
         super().__init__(
             embed_dim, num_heads, bias, dropout, causal, short_conv, output_gate, head_dim, shared_qk, short_conv_init
         )
         if memories < 1:
             raise ValueError(f"memories must be ≥ 1, got {memories}")
-        self.memories = memories
-        self.router = nn.Linear(embed_dim, 2 * num_heads * memories) if memories > 1 else None
+        if routing not in ROUTINGS:
+            raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
+        if routing == "key" and memories == 1:
+            raise ValueError("routing='key' routes several memories: it needs memories > 1")
+        self.memories, self.routing = memories, routing
+        routed = memories > 1
+        self.router = nn.Linear(embed_dim, 2 * num_heads * memories) if routed and routing == "input" else None
+        self.key_router = (
+            nn.Parameter(KEY_ROUTE_SCALE * torch.randn(num_heads, self.head_dim, memories))
+            if routed and routing == "key"
+            else None
+        )
         self.write_gate = nn.Linear(embed_dim, num_heads) if write_gate else None
         if self.write_gate is not None:
             nn.init.zeros_(self.write_gate.bias)
@@ -392,21 +420,19 @@ class HrrAttention(_MultiHeadAttention):
         halo: Halo | None = None,
     ) -> list[torch.Tensor]:
         """The heads of ``parts`` ⊆ "qkv" (default all) of x (B, T, E), as the kernel takes them, in
-        its compute dtype: v (B, h, T, d); q, k (B, h, T, m·d), π applied (``projection``) and split
-        into the routed memory blocks (``memories``; m = 1: (B, h, T, d)), k times its write gate
-        (``write_gate``). Only the named parts are projected; ``key_padding_mask`` and ``halo`` feed
+        its compute dtype: v (B, h, T, d); q, k (B, h, T, d), π applied (``projection``), k times its
+        write gate (``write_gate``), and with ``memories`` > 1 each with its routes
+        (:class:`~hrrformer.ops.hrr_attention.Routed`, the memories' blocks r(j)·y). Only the named parts are projected; ``key_padding_mask`` and ``halo`` feed
         the short convolution (:meth:`project`)."""
         parts = parts or self.projected
         named = dict(zip(parts, super().heads(x, parts, key_padding_mask, halo), strict=True))
         routes = self.routes(x) if self.router is not None and set(parts) & {"q", "k"} else None
         for part in set(parts) & {"q", "k"}:
             y = hrr.projection(named[part]) if self.projection else named[part]
-            if routes is not None:
-                r = routes["qk".index(part)]  # (B, h, T, m)
-                y = (r[..., None] * y[..., None, :]).flatten(-2)  # (B, h, T, m·d): block j = r(j) y
+            r = routes["qk".index(part)] if routes is not None else self.key_routes(y)  # (B, h, T, m) or None
             if part == "k" and self.write_gate is not None:
-                y = self.write_gates(x).to(y.dtype) * y  # g_t k_t (B, h, T, m·d)
-            named[part] = y
+                y = self.write_gates(x).to(y.dtype) * y  # g_t k_t (B, h, T, d)
+            named[part] = y if r is None else Routed(y, r)  # block j of the memories: r(j) y
         return [named[part] for part in parts]
 
     def write_gates(self, x: torch.Tensor) -> torch.Tensor:
@@ -419,6 +445,14 @@ class HrrAttention(_MultiHeadAttention):
         b, t, _ = x.shape
         logits = self.router(x).view(b, t, 2, self.num_heads, self.memories)  # (B, T, 2, h, m)
         return logits.softmax(-1).permute(2, 0, 3, 1, 4).unbind(0)  # 2 × (B, h, T, m)
+
+    def key_routes(self, y: torch.Tensor) -> torch.Tensor | None:
+        """The routes softmax(ŷ R_h) (B, h, T, m) of the heads y (B, h, T, d) of q or k, ŷ = y / ‖y‖_ε
+        (``routing="key"``), or None for the other routings."""
+        if self.key_router is None:
+            return None
+        unit = y / torch.sqrt(y.square().sum(-1, keepdim=True) + COSINE_EPS**2)  # (B, h, T, d)
+        return torch.einsum("bhtd,hdm->bhtm", unit, self.key_router.to(y.dtype)).softmax(-1)  # (B, h, T, m)
 
     def attend(self, q, k, v, key_padding_mask, reduction=None):
         out = hrr_attention(

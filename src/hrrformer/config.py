@@ -87,6 +87,12 @@ class HrrformerConfig:
         "learned softmax (β_j = Σ r^k_t(j) k_t⊛v_t, v̂_t = Σ_j r^q_t(j) q_t†⊛β_j); 1: the paper's one β",
         metavar="M",
     )
+    memory_routing: Literal["input", "key"] = option(
+        "input",
+        "hrr, --memories > 1: route each position by a learned map of the block's input (input), or by its "
+        "own q and k (key: r = softmax(ŷ R), one map per head for both, so a query reads the memories its "
+        "own key wrote to: the write is selected by the match)",
+    )
     write_gate: bool = option(
         False,
         "hrr: a learned write gate g_t = sigmoid(x_t W + b) per position and head, keys g_t·k_t: "
@@ -165,6 +171,8 @@ class HrrformerConfig:
                 raise ValueError(f"HrrformerConfig.{name} must be ≥ 1 or None, got {getattr(self, name)}")
         check_short_conv_init(self.short_conv, self.short_conv_init, name="HrrformerConfig.short_conv_init")
         kinds.check_config(self)  # the options and the chunking that the attention kind takes
+        if self.memory_routing == "key" and self.memories == 1:
+            raise ValueError("HrrformerConfig.memory_routing='key' needs memories > 1 (one memory has no routes)")
         if not self.norm_eps > 0:
             raise ValueError(f"HrrformerConfig.norm_eps must be > 0, got {self.norm_eps}")
         if self.learn_score_scale and self.score_scale is None:

@@ -6,7 +6,8 @@ kind       layer                chunkable  sequence-parallel   position weights 
 hrr        HrrAttention         yes        yes                 yes (w_t)         projection, length_scale,
                                                                                  score_scale, learn_score_scale,
                                                                                  hrr_output, memories,
-                                                                                 write_gate
+                                                                                 memory_routing, write_gate,
+                                                                                 shared_qk
 softmax    SoftmaxAttention     no         no                  no (T × T)        —
 none       NoAttention          yes        yes                 no                —
 =========  ===================  =========  ==================  ================  ===========================
@@ -80,6 +81,7 @@ KIND_OPTIONS: dict[str, Any] = {
     "memories": 1,
     "write_gate": False,
     "shared_qk": False,
+    "memory_routing": "input",
 }
 
 KINDS: dict[str, AttentionKind] = {
@@ -101,6 +103,7 @@ KINDS: dict[str, AttentionKind] = {
                 "memories": "memories",
                 "write_gate": "write_gate",
                 "shared_qk": "shared_qk",
+                "memory_routing": "routing",
                 "authors_padding": "pads_in_beta",
             },
         ),

@@ -28,6 +28,7 @@ flash-linear-attention's ``fla/ops/<op>/``:
 ``weights.py``     softmax over the (prefix of the) sequence; real-position counts
 ``range_control``  exact power-of-two downscaling, so every finite input gives finite output
 ``reduction.py``   the sums over the sequence: local, chunked, process group
+``routed.py``      memories as one vector and its routes: matrix products instead of m spectra
 ``attend.py``      :func:`hrr_attention`, the entry point
 =================  ================================================================
 """
@@ -36,12 +37,14 @@ from .attend import attend, hrr_attention, hrr_attention_weights
 from .cosine import COSINE_EPS
 from .naive import hrr_attention_reference
 from .reduction import LOCAL, SequenceReduction
+from .routed import Routed
 from .validation import Method
 
 __all__ = [
     "COSINE_EPS",
     "LOCAL",
     "Method",
+    "Routed",
     "SequenceReduction",
     "attend",
     "hrr_attention",

@@ -11,6 +11,7 @@ from .fourier import combine_superpositions, recalled_values, retrieved_values, 
 from .precision import kernel_precision
 from .range_control import safe_exponent
 from .reduction import LOCAL, SequenceReduction
+from .routed import Routed, as_blocks
 from .validation import (
     Method,
     Output,
@@ -27,8 +28,8 @@ __all__ = ["attend", "hrr_attention", "hrr_attention_weights"]
 
 @kernel_precision
 def attend(
-    q: torch.Tensor,
-    k: torch.Tensor,
+    q: torch.Tensor | Routed,
+    k: torch.Tensor | Routed,
     v: torch.Tensor,
     keep: torch.Tensor | None,
     causal: bool,
@@ -50,6 +51,7 @@ def attend(
     recall = output == "recall"
     if method == "circulant" or (method == "auto" and not causal and not recall):
         retrieved = output == "retrieved"
+        q, k = as_blocks(q), as_blocks(k)
         return CirculantHrrAttention.apply(q, k, v, keep, eps, reduction, score_scale, retrieved, pads_in_beta)
     exponent = safe_exponent(q.dtype, reduction.sequence_length(q.shape[-2]), v.shape[-1], memory_count(q, v))
     keep_b = beta_keep(keep, pads_in_beta)

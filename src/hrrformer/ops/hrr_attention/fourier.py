@@ -13,7 +13,8 @@ output, w_t ‖v_t‖ v̂_t / ‖v̂_t‖ (:func:`retrieved_values`). The recall
 direction of v̂_t at RMS 1. One process without chunking is one piece; the chunked
 block (:mod:`hrrformer.chunked`) runs each step over its chunks (recomputing q, k, v in each).
 With m memories (q, k of width m·d) β holds one spectrum per memory and F(v̂_t) = Σ_j
-conj(F(q_t^(j))) F(β_j); m = 1 is the paper's single β.
+conj(F(q_t^(j))) F(β_j); m = 1 is the paper's single β. Memories given as one vector and its
+routes (:class:`~.routed.Routed`) take one rfft per vector and the routes through matrix products.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .cosine import parseval_cosine
 from .precision import kernel_precision
 from .range_control import downscale, downscales, scaled_eps2
 from .reduction import SequenceReduction
+from .routed import Routed, routed_prefix, routed_read, routed_total
 
 __all__ = [
     "Unbinding",
@@ -50,16 +52,24 @@ def _block_spectra(x: torch.Tensor, d: int) -> torch.Tensor:
     return torch.fft.rfft(x.unflatten(-1, (x.shape[-1] // d, d)), dim=-1)
 
 
+def _vector(x: torch.Tensor | Routed) -> torch.Tensor:
+    """What range control scales: the blocks, or a routed vector's y (its blocks r(j)·y are no larger)."""
+    return x.y if isinstance(x, Routed) else x
+
+
 @kernel_precision
 def superpose(
-    k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None, exponent: int
+    k: torch.Tensor | Routed, v: torch.Tensor, keep: torch.Tensor | None, exponent: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """This piece's β_c,j = Σ_t m_t F(s_k k_t^(j)) F(s_v v_t) for each memory j, as a real
-    (B, h, m·F, 2) tensor, and its scales (s_k, s_v) stacked, (2, B, h, 1, 1). k (B, h, T_c, m·d),
-    v (B, h, T_c, d); keep (B, 1, T_c) or None."""
-    s_k, s_v = downscales(k, v, exponent=exponent)
-    vf = torch.fft.rfft(v * s_v, dim=-1)[..., None, :]  # (B, h, T_c, 1, F)
-    bound = _masked(_block_spectra(k * s_k, v.shape[-1]) * vf, keep)  # (B, h, T_c, m, F)
+    (B, h, m·F, 2) tensor, and its scales (s_k, s_v) stacked, (2, B, h, 1, 1). k (B, h, T_c, m·d)
+    or routed, v (B, h, T_c, d); keep (B, 1, T_c) or None."""
+    s_k, s_v = downscales(_vector(k), v, exponent=exponent)
+    vf = torch.fft.rfft(v * s_v, dim=-1)  # (B, h, T_c, F)
+    if isinstance(k, Routed):  # β_c,j = Σ_t r_t(j) m_t F(s_k y_t) F(s_v v_t)
+        beta = routed_total(k.r, _masked(torch.fft.rfft(k.y * s_k, dim=-1) * vf, keep))  # (B, h, m, F)
+        return torch.view_as_real(beta.flatten(-2)), torch.stack([s_k, s_v])
+    bound = _masked(_block_spectra(k * s_k, v.shape[-1]) * vf[..., None, :], keep)  # (B, h, T_c, m, F)
     return torch.view_as_real(bound.sum(-3).flatten(-2)), torch.stack([s_k, s_v])
 
 
@@ -89,8 +99,8 @@ class Unbinding(NamedTuple):
 
 @kernel_precision
 def unbinding(
-    q: torch.Tensor,
-    k: torch.Tensor | None,
+    q: torch.Tensor | Routed,
+    k: torch.Tensor | Routed | None,
     v: torch.Tensor,
     keep: torch.Tensor | None,
     beta: torch.Tensor,
@@ -103,18 +113,28 @@ def unbinding(
     against β (B, h, m·F, 2) at the common scales (s_k*, s_v*) (2, B, h, 1, 1):
     F(v̂_t) = Σ_j conj(F(q_t^(j))) F(β_j). Causal: β holds the pieces before this one, and the
     running sum inside it is added (k is needed only then; ``keep`` weights that running sum only:
-    the keep of β, :func:`~.weights.beta_keep`)."""
+    the keep of β, :func:`~.weights.beta_keep`). Routed q and k (:class:`~.routed.Routed`, both or
+    neither) read β through their routes: F(v̂_t) = conj(F(q_t)) Σ_j r^q_t(j) F(β_j)."""
     d = v.shape[-1]
-    s_q, s_v = downscales(q, v, exponent=exponent)
-    qf, vf = _block_spectra(q * s_q, d), torch.fft.rfft(v * s_v, dim=-1)  # (B, h, T_c, m, F), (B, h, T_c, F)
-    beta_f = torch.view_as_complex(beta.contiguous()).unflatten(-1, qf.shape[-2:])[..., None, :, :]  # (B, h, 1, m, F)
-    if causal:
-        s_k = downscale(k, exponent)
-        at_common = ((common[0] / s_k) * (common[1] / s_v))[..., None]  # exactly: powers of two (B, h, 1, 1, 1)
-        bound = _block_spectra(k * s_k, d) * vf[..., None, :] * at_common  # (B, h, T_c, m, F)
-        beta_f = beta_f + _masked(bound, keep).cumsum(-3)  # (B, h, T_c, m, F)
-    unbound = qf.conj() * beta_f  # (B, h, T_c, m, F)
-    vhat_f = unbound[..., 0, :] if unbound.shape[-2] == 1 else unbound.sum(-2)  # (B, h, T_c, F)
+    s_q, s_v = downscales(_vector(q), v, exponent=exponent)
+    vf = torch.fft.rfft(v * s_v, dim=-1)  # (B, h, T_c, F)
+    beta_f = torch.view_as_complex(beta.contiguous()).unflatten(-1, (-1, vf.shape[-1]))  # (B, h, m, F)
+    s_k = downscale(_vector(k), exponent) if causal else None
+    at_common = None if s_k is None else (common[0] / s_k) * (common[1] / s_v)  # exactly: powers of two (B, h, 1, 1)
+    if isinstance(q, Routed):
+        read = routed_read(q.r, beta_f)  # (B, h, T_c, F)
+        if causal:
+            bound = torch.fft.rfft(k.y * s_k, dim=-1) * vf * at_common  # (B, h, T_c, F)
+            read = read + routed_prefix(q.r, k.r, _masked(bound, keep))
+        vhat_f = torch.fft.rfft(q.y * s_q, dim=-1).conj() * read  # (B, h, T_c, F)
+    else:
+        qf = _block_spectra(q * s_q, d)  # (B, h, T_c, m, F)
+        beta_f = beta_f[..., None, :, :]  # (B, h, 1, m, F)
+        if causal:
+            bound = _block_spectra(k * s_k, d) * vf[..., None, :] * at_common[..., None]  # (B, h, T_c, m, F)
+            beta_f = beta_f + _masked(bound, keep).cumsum(-3)  # (B, h, T_c, m, F)
+        unbound = qf.conj() * beta_f  # (B, h, T_c, m, F)
+        vhat_f = unbound[..., 0, :] if unbound.shape[-2] == 1 else unbound.sum(-2)  # (B, h, T_c, F)
     eps2_vhat = scaled_eps2(eps, q.dtype, s_q, common[0], common[1])
     return Unbinding(vhat_f, vf, v * s_v, eps2_vhat, scaled_eps2(eps, q.dtype, s_v), s_v)
 

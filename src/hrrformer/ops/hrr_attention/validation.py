@@ -8,6 +8,7 @@ import torch
 
 from ... import collectives
 from .reduction import SequenceReduction
+from .routed import Routed
 
 __all__ = [
     "METHODS",
@@ -44,7 +45,10 @@ def check_attention_inputs(
 ) -> None:
     """q, k, v float (B, h, T, d) of one shape; key_padding_mask None or bool (B, T).
 
-    ``memories``: q and k may also be (B, h, T, m·d), m blocks of d (HRR's several β per head)."""
+    ``memories``: q and k may also be (B, h, T, m·d), m blocks of d (HRR's several β per head), or
+    both :class:`~.routed.Routed`, y (B, h, T, d) with routes r (B, h, T, m)."""
+    if isinstance(q, Routed) or isinstance(k, Routed):
+        q, k = _routed_vectors(q, k, memories)
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.dim() != 4:
             raise ValueError(f"{name} must have shape (B, h, T, d), got {tuple(t.shape)}")
@@ -63,6 +67,20 @@ def check_attention_inputs(
             )
         if tuple(key_padding_mask.shape) != (b, t):
             raise ValueError(f"key_padding_mask must have shape (B, T) = {(b, t)}, got {tuple(key_padding_mask.shape)}")
+
+
+def _routed_vectors(q, k, memories: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The vectors y of routed q and k, once their routes are checked: both routed, each r (B, h, T, m)."""
+    if not (memories and isinstance(q, Routed) and isinstance(k, Routed)):
+        raise ValueError("routed memories need q and k both routed (Routed(y, r)), and an HRR kernel that takes them")
+    for name, x in (("q", q), ("k", k)):
+        if x.r.dim() != 4 or x.r.shape[:-1] != x.y.shape[:-1] or not x.r.is_floating_point():
+            raise ValueError(
+                f"{name}'s routes must be float (B, h, T, m) for y {tuple(x.y.shape)}, got {tuple(x.r.shape)}"
+            )
+    if q.r.shape != k.r.shape:
+        raise ValueError(f"q and k must have routes of one shape, got {tuple(q.r.shape)} and {tuple(k.r.shape)}")
+    return q.y, k.y
 
 
 def check_method(method: str, causal: bool, output: str = "value") -> None:
