@@ -35,6 +35,12 @@ def _pair(chunk_size: int, **overrides) -> tuple[Hrrformer, Hrrformer]:
     return whole, chunked
 
 
+#: The MQAR preset's memory: routed by its own keys, q and k shared, π, the shift, a write gate.
+KEY_ROUTED_RECALL = dict(
+    causal=True, hrr_output="recall", write_gate=True, projection=True, shared_qk=True, short_conv=4,
+    short_conv_init="shift", memories=4, memory_routing="key",
+)  # fmt: skip
+
 CASES = {
     "mean_pre": dict(pooling="mean"),
     "cls_pre": dict(pooling="cls"),
