@@ -69,11 +69,7 @@ CASES = {
     "causal_recall_cls": dict(pooling="cls", causal=True, hrr_output="recall"),
     "write_gate": dict(write_gate=True, hrr_output="retrieved", score_scale=3.0),
     "causal_recall_write_gate_memories": dict(causal=True, hrr_output="recall", write_gate=True, memories=2),
-    # the MQAR preset's memory: routed by its own keys, q and k shared, π, the shift, a write gate
-    "causal_recall_key_routed": dict(
-        causal=True, hrr_output="recall", write_gate=True, projection=True, shared_qk=True, short_conv=4,
-        short_conv_init="shift", memories=4, memory_routing="key",
-    ),  # fmt: skip
+    "causal_recall_key_routed": KEY_ROUTED_RECALL,
     "key_routed_retrieved_cls": dict(pooling="cls", memories=3, memory_routing="key", hrr_output="retrieved"),
     "authors_recall_write_gate": dict(authors_padding=True, hrr_output="recall", write_gate=True),
     "authors_binaries": dict(pooling="cls", cls_position=False, attention_bias=True, authors_padding=True),
