@@ -14,6 +14,10 @@ v the value):
   g_s q_t† ⊛ k_s ⊛ v_s, and the rest; the rest's norm over the term's (the crosstalk ratio, < 1 to
   recall), set beside √(n/d) of an ideal memory (research/hrr_capacity.py);
 
+- **routes** (``--memories M`` routed, e.g. ``--memory-routing key``): query t reads the pair
+  written at s with weight r^q_t · r^k_s; the crosstalk and the writes above count each pair at
+  that weight, and the weight of the query's own pair is set beside the mean of the others';
+
 and for the whole model, **how it answers**: its accuracy at the queries, and how often its answer
 is one of the sequence's values at all. A model that knows which values the sequence holds but
 not which key each belongs to answers one of them (~1/pairs right); one that recalls, the right one.
@@ -34,6 +38,7 @@ import torch
 from hrrformer import hrr
 from hrrformer.attention import HrrAttention
 from hrrformer.data.mqar import multiquery_ar
+from hrrformer.ops.hrr_attention import Routed
 from hrrformer.rundir import TrainConfig, load_run
 
 
@@ -63,29 +68,42 @@ def attention_inputs(model: torch.nn.Module, tokens: torch.Tensor) -> list[torch
 def probe_layer(layer: HrrAttention, x: torch.Tensor, inputs: np.ndarray, labels: np.ndarray, pairs: int) -> dict:
     """The statistics of the module docstring for the first head of ``layer`` on x (B, T, E)."""
     with torch.no_grad():
-        q, k, v = (h[:, 0].double() for h in layer.heads(x))  # (B, T, d) each; k already times g
+        heads = layer.heads(x)
+        q, k = (h.y if isinstance(h, Routed) else h for h in heads[:2])  # k already times g
+        q, k, v = (h[:, 0].double() for h in (q, k, heads[2]))  # (B, T, d) each
         gates = (
             layer.write_gates(x)[:, 0, :, 0].double() if layer.write_gate is not None else torch.ones_like(q[..., 0])
         )
-    b, t, d = q.shape
+        routed = isinstance(heads[0], Routed)
+        b, t, d = q.shape
+        # (B, T, T): the weight r^q_t · r^k_s with which query t reads the pair written at s (1: one memory)
+        reads = (
+            heads[0].r[:, 0].double() @ heads[1].r[:, 0].double().transpose(1, 2)
+            if routed
+            else torch.ones(b, t, t, dtype=torch.float64)
+        )
     bound = hrr.bind(k, v)  # (B, T, d): k_s ⊛ v_s (g_s included)
-    beta = bound.cumsum(1)  # (B, T, d): β_t, causal
     value_positions = torch.zeros(b, t, dtype=torch.bool)
     value_positions[:, 1 : 2 * pairs : 2] = True
-    rows: dict[str, list[float]] = {"delta_fraction": [], "crosstalk_ratio": [], "writes": [], "sqrt_n_over_d": []}
+    names = ["delta_fraction", "crosstalk_ratio", "writes", "sqrt_n_over_d", "route_own", "route_others"]
+    rows: dict[str, list[float]] = {name: [] for name in names}
     for row in range(b):
         for position in np.flatnonzero(labels[row] != -100):
             key = inputs[row, position]
             pair = int(np.flatnonzero(inputs[row, : 2 * pairs : 2] == key)[0])
             source = 2 * pair + 1  # where k carries the key and v the value
+            weights = reads[row, position, : position + 1]  # (t + 1,): how much each earlier pair is read
             match = hrr.unbind(k[row, source], q[row, position])  # q_t† ⊛ k_s (d,)
-            term = hrr.unbind(bound[row, source], q[row, position])  # q_t† ⊛ (k_s ⊛ v_s)
-            read = hrr.unbind(beta[row, position], q[row, position])  # v̂_t
-            writes = float(gates[row, : position + 1].sum() / gates[row, : position + 1].max())
+            term = weights[source] * hrr.unbind(bound[row, source], q[row, position])  # the pair's share of v̂_t
+            read = hrr.unbind(weights @ bound[row, : position + 1], q[row, position])  # v̂_t
+            written = gates[row, : position + 1] * weights  # (t + 1,): each pair's weight in the read
+            others = torch.cat([weights[:source], weights[source + 1 :]])
             rows["delta_fraction"].append(float(match[0] / match.norm().clamp_min(1e-30)))
             rows["crosstalk_ratio"].append(float((read - term).norm() / term.norm().clamp_min(1e-30)))
-            rows["writes"].append(writes)
-            rows["sqrt_n_over_d"].append(math.sqrt(writes / d))
+            rows["writes"].append(float(written.sum() / written.max()))
+            rows["sqrt_n_over_d"].append(math.sqrt(rows["writes"][-1] / d))
+            rows["route_own"].append(float(weights[source]))
+            rows["route_others"].append(float(others.mean()) if len(others) else float("nan"))
     summary = {name: float(np.median(values)) for name, values in rows.items()}
     summary["gate_at_values"] = float(gates[value_positions].mean())
     summary["gate_elsewhere"] = float(gates[~value_positions].mean())
