@@ -38,6 +38,13 @@ FORMS: dict[str, dict] = {
     "causal_chunked": {"causal": True, "chunk_size": 16},
     "projection": {"projection": True},
     "memories": {"memories": 2},
+    "causal_chunked_key_routed": {
+        "causal": True,
+        "chunk_size": 16,
+        "hrr_output": "retrieved",
+        "memories": 8,
+        "memory_routing": "key",
+    },
     "retrieved_scaled": {
         "hrr_output": "retrieved",
         "length_scale": True,

@@ -29,6 +29,7 @@ from .ops.hrr_attention import (
     hrr_attention_reference,
     hrr_attention_weights,
 )
+from .ops.hrr_attention.precision import autocast_off
 from .ops.hrr_attention.routed import Routed
 from .ops.hrr_attention.validation import Output, check_attention_inputs, check_method, check_recall_options
 from .parts import (
@@ -451,8 +452,10 @@ class HrrAttention(_MultiHeadAttention):
         (``routing="key"``), or None for the other routings."""
         if self.key_router is None:
             return None
-        unit = y / torch.sqrt(y.square().sum(-1, keepdim=True) + COSINE_EPS**2)  # (B, h, T, d)
-        return torch.einsum("bhtd,hdm->bhtm", unit, self.key_router.to(y.dtype)).softmax(-1)  # (B, h, T, m)
+        with autocast_off(y.device.type):  # logits of std ~8 keep their 24 bits: bf16's 8 would move the routes
+            y = y.to(hrr.compute_dtype(y.dtype))
+            unit = y / torch.sqrt(y.square().sum(-1, keepdim=True) + COSINE_EPS**2)  # (B, h, T, d)
+            return torch.einsum("bhtd,hdm->bhtm", unit, self.key_router.to(y.dtype)).softmax(-1)  # (B, h, T, m)
 
     def attend(self, q, k, v, key_padding_mask, reduction=None):
         out = hrr_attention(
