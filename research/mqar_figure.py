@@ -2,8 +2,9 @@
 model width, one panel per (T, pairs), one line per model, beside the ideal memory's capacity.
 
 Each model is a label and a run-name pattern with ``{T}``, ``{P}`` and ``{D}`` for the sequence
-length, the pairs and the width (the names of ``scripts/mqar_study.sh``); a point is drawn where that
-run's ``summary.json`` exists. The dashed lines are :func:`research.hrr_capacity.recall_accuracy` for
+length, the pairs and the width (the names of ``scripts/mqar_study.sh``), or several patterns
+joined by ``|``, of which the first finished run is taken; a point is drawn where that run's
+``summary.json`` exists. The dashed lines are :func:`research.hrr_capacity.recall_accuracy` for
 a memory of d = width (one head) holding T/2 pairs among V/2 = 4,096 values: one β, and the same
 routed into ``--memories`` memories by the keys.
 
@@ -39,8 +40,9 @@ def collect(
         panel = table.setdefault(f"{t}-{p}", {})
         for label, pattern in models:
             for width in widths:
-                summary = Path(pattern.format(T=t, P=p, D=width)) / "summary.json"
-                if summary.is_file():
+                runs = [Path(one.format(T=t, P=p, D=width)) for one in pattern.split("|")]
+                summary = next((run / "summary.json" for run in runs if (run / "summary.json").is_file()), None)
+                if summary is not None:
                     panel.setdefault(label, {})[width] = json.loads(summary.read_text())["test_accuracy"]
     return table
 
@@ -60,7 +62,9 @@ def capacity(shapes: list[tuple[int, int]], widths: list[int], memories: int, tr
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="+", type=parse_model, help="LABEL=PATTERN, PATTERN with {T}, {P}, {D}")
+    parser.add_argument(
+        "models", nargs="+", type=parse_model, help="LABEL=PATTERN, PATTERN with {T}, {P}, {D} (A|B: the first found)"
+    )
     parser.add_argument("--shapes", default="64:4,128:8,256:16", help="T:pairs, comma-separated")
     parser.add_argument("--widths", default="64,128,256", help="model widths, comma-separated")
     parser.add_argument("--memories", type=int, default=32, help="routed memories of the capacity line")

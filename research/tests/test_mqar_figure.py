@@ -22,6 +22,9 @@ def test_the_points_are_the_finished_runs_and_the_figure_is_written(tmp_path):
     (tmp_path / "T64-P4-d256-model").mkdir()  # unfinished: no point
     table = collect([("m", pattern)], [(64, 4), (128, 8)], [64, 128, 256])
     assert table == {"64-4": {"m": {64: 0.5, 128: 0.9}}, "128-8": {}}
+    _finish(tmp_path / "T64-P4-d128-short", 0.7)
+    first = collect([("m", str(tmp_path / "T{T}-P{P}-d{D}-short") + "|" + pattern)], [(64, 4)], [64, 128])
+    assert first == {"64-4": {"m": {64: 0.5, 128: 0.7}}}  # the first pattern's run where it has one
     out = tmp_path / "fig.png"
     main([f"m={pattern}", "--shapes", "64:4,128:8", "--widths", "64,128", "--trials", "8", "--out", str(out)])
     assert out.stat().st_size > 1000
