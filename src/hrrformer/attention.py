@@ -423,8 +423,9 @@ class HrrAttention(_MultiHeadAttention):
         """The heads of ``parts`` ⊆ "qkv" (default all) of x (B, T, E), as the kernel takes them, in
         its compute dtype: v (B, h, T, d); q, k (B, h, T, d), π applied (``projection``), k times its
         write gate (``write_gate``), and with ``memories`` > 1 each with its routes
-        (:class:`~hrrformer.ops.hrr_attention.Routed`, the memories' blocks r(j)·y). Only the named parts are projected; ``key_padding_mask`` and ``halo`` feed
-        the short convolution (:meth:`project`)."""
+        (:class:`~hrrformer.ops.hrr_attention.Routed`, the memories' blocks r(j)·y). Only the named
+        parts are projected; ``key_padding_mask`` and ``halo`` feed the short convolution
+        (:meth:`project`)."""
         parts = parts or self.projected
         named = dict(zip(parts, super().heads(x, parts, key_padding_mask, halo), strict=True))
         routes = self.routes(x) if self.router is not None and set(parts) & {"q", "k"} else None
@@ -453,7 +454,6 @@ class HrrAttention(_MultiHeadAttention):
         if self.key_router is None:
             return None
         with autocast_off(y.device.type):  # logits of std ~8 keep their 24 bits: bf16's 8 would move the routes
-            y = y.to(hrr.compute_dtype(y.dtype))
             unit = y / torch.sqrt(y.square().sum(-1, keepdim=True) + COSINE_EPS**2)  # (B, h, T, d)
             return torch.einsum("bhtd,hdm->bhtm", unit, self.key_router.to(y.dtype)).softmax(-1)  # (B, h, T, m)
 

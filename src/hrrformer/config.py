@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from . import kinds
+from .attention import Routing
 from .ops.hrr_attention.validation import check_recall_options
 from .options import check_choices, option
 from .parts import ConvInit, check_short_conv_init
@@ -87,7 +88,7 @@ class HrrformerConfig:
         "learned softmax (β_j = Σ r^k_t(j) k_t⊛v_t, v̂_t = Σ_j r^q_t(j) q_t†⊛β_j); 1: the paper's one β",
         metavar="M",
     )
-    memory_routing: Literal["input", "key"] = option(
+    memory_routing: Routing = option(
         "input",
         "hrr, --memories > 1: route each position by a learned map of the block's input (input), or by its "
         "own q and k (key: r = softmax(ŷ R), one map per head for both, so a query reads the memories its "

@@ -287,8 +287,9 @@ class OutputGate(nn.Module):
         self.weight = nn.Parameter(torch.ones(self.head_dim))
 
     def forward(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """o (B, T, h, d) the attention's output (a transposed view of its (B, h, T, d) is read in place), x (B, T, E) its input → (B, T, h·d). The norm runs in float32 at least
-        (half-precision o is upcast)."""
+        """o (B, T, h, d) the attention's output (a transposed view of its (B, h, T, d) is read in
+        place), x (B, T, E) its input → (B, T, h·d). The norm runs in float32 at least (half-precision
+        o is upcast)."""
         b, t, _ = x.shape
         z = self.proj(x).view(b, t, self.num_heads, self.head_dim)  # (B, T, h, d): the gate before SiLU
         dtype = matmul_dtype(torch.float32, o.device)  # what the output projection reads

@@ -1,8 +1,9 @@
 """Autograd functions over the native kernels of ``parts.c``: the short convolution with SiLU, and
 the output gate's RMSNorm times SiLU, each forward and backward in one pass over its tensors (the
 maths is in ``parts.c``'s header and :mod:`hrrformer.parts`). CPU, float32 or bfloat16 inputs and
-outputs, arithmetic in float32. :func:`available_for` says whether a call can take them; :mod:`hrrformer.parts` falls back to its eager code where it cannot (float64,
-other devices, ``torch.compile``, no compiler)."""
+outputs, arithmetic in float32. :func:`available_for` says whether a call can take them;
+:mod:`hrrformer.parts` falls back to its eager code where it cannot (float64, other devices,
+``torch.compile``, no compiler)."""
 
 from __future__ import annotations
 
@@ -170,9 +171,8 @@ def gated_rms_norm(
     o: torch.Tensor, z: torch.Tensor, gamma: torch.Tensor, eps: float, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """o (B, T, h, d), contiguous or a transposed view of a contiguous (B, h, T, d) (other strides
-    are copied), and the gate's pre-activation z (B, T, h, d) → o / sqrt(mean_d o²
-    + ε) · γ · SiLU(z), (B, T, h, d) contiguous in ``dtype`` (float32 or bfloat16; arithmetic in
-    float32)."""
+    are copied), and the gate's pre-activation z (B, T, h, d) → o / sqrt(mean_d o² + ε) · γ · SiLU(z),
+    (B, T, h, d) contiguous in ``dtype`` (float32 or bfloat16; arithmetic in float32)."""
     if o.dim() != 4 or o.shape != z.shape or o.shape[-1] != gamma.shape[0]:
         raise ValueError(f"gated_rms_norm: o {tuple(o.shape)}, z {tuple(z.shape)} and γ {tuple(gamma.shape)} differ")
     if dtype not in _TYPES:

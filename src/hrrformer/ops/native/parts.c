@@ -143,8 +143,6 @@ typedef struct {
     int64_t K, C;
 } Input;
 
-/* Input row i as float32: in place where the input is float32, else converted into `slot`;
- * `zeros` (C) where there is no halo. Kept in `held` (K pointers, row i at i mod K). */
 /* sequence b's input: u (B, T, C) and halo (B, K − 1, C) or NULL */
 static inline Input input_of(const void *u, const void *halo, int type, int64_t b, int64_t T, int64_t K, int64_t C) {
     const size_t row = type_size(type) * (size_t)C;
@@ -162,6 +160,8 @@ static inline Input input_of(const void *u, const void *halo, int type, int64_t 
     default: CALL(K);                                                                                                  \
     }
 
+/* Input row i as float32: in place where the input is float32, else converted into `slot`;
+ * `zeros` (C) where there is no halo. Kept in `held` (K pointers, row i at i mod K). */
 static inline void load_input(const float **held, float *slot, const float *zeros, Input in, int64_t i) {
     const size_t size = type_size(in.type) * (size_t)in.C;
     const char *src = i >= in.K - 1 ? in.u + (size_t)(i - in.K + 1) * size : in.halo ? in.halo + (size_t)i * size : NULL;
