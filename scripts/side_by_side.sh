@@ -14,7 +14,7 @@ train_in_background() {  # group, name, then hrrformer train arguments → runs/
   OMP_NUM_THREADS=1 PYTHONPATH="$snapshot/src" /usr/bin/time -v .venv/bin/python -m hrrformer train \
     --out "runs/$group/$name" --overwrite --no-progress "$@" > "logs/$group-$name.log" 2>&1 &
 }
-variant_args() {  # variant name → its hrrformer train flags (preset: the preset as it is; NAME-scK, NAME-gate, NAME-wg: a short convolution of kernel K, the output gate, the write gate; NAME-bf16, NAME-fp32: --amp bf16 or none; hrr: the paper's formula, as paper; NAME-m4: 4 memories; NAME-post, -nofn, -cls: post-norm, no final norm, CLS pooling; NAME-pi: π on q and k; NAME-hN: N heads; NAME-dD: heads of width D; NAME-sqk: q and k from one projection; NAME-shift: filters started at a token shift; NAME-key: memories routed by the keys; NAME-one: one memory per head)
+variant_args() {  # variant name → its hrrformer train flags (preset: the preset as it is; NAME-scK, NAME-gate, NAME-wg: a short convolution of kernel K, the output gate, the write gate; NAME-nosc: no short convolution; NAME-bf16, NAME-fp32: --amp bf16 or none; hrr: the paper's formula, as paper; NAME-m4: 4 memories; NAME-post, -nofn, -cls: post-norm, no final norm, CLS pooling; NAME-pi: π on q and k; NAME-hN: N heads; NAME-dD: heads of width D; NAME-sqk: q and k from one projection; NAME-shift: filters started at a token shift; NAME-key: memories routed by the keys; NAME-one: one memory per head)
   case "$1" in
     paper|hrr) echo --attention hrr --hrr-output value --no-length-scale --score-scale none --no-learn-score-scale ;;
     softmax) echo --attention softmax ;;
@@ -30,6 +30,9 @@ variant_args() {  # variant name → its hrrformer train flags (preset: the pres
     *-sc[1-9])  # NAME-scK: NAME with a short convolution of kernel K on q, k and v
       local base; base="$(variant_args "${1%-sc*}")" || exit 2
       echo "$base" --short-conv "${1##*-sc}" ;;
+    *-nosc)  # NAME-nosc: NAME without the short convolution (its filters' init back to PyTorch's)
+      local base; base="$(variant_args "${1%-nosc}")" || exit 2
+      echo "$base" --short-conv none --short-conv-init random ;;
     *-gate)  # NAME-gate: NAME with the output gate
       local base; base="$(variant_args "${1%-gate}")" || exit 2
       echo "$base" --output-gate ;;
