@@ -140,11 +140,26 @@ def test_resume_accepts_a_run_saved_before_later_options_existed(listops_dir, tm
     assert "'length_scale': False" in capsys.readouterr().err  # named among the differing keys
 
 
+def test_the_main_job_is_the_mqar_demo(tmp_path, monkeypatch):
+    """`hrrformer train` with no task or preset (the README's main job) generates the MQAR demo's
+    data into the cache and trains its preset: 2 layers of HRR memory routed by the keys."""
+    monkeypatch.setattr("hrrformer.data.load.default_cache_dir", lambda: tmp_path / "cache")  # the data's cache only
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "--limit", "64", "--epochs", "1", "--no-progress"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["task"], config["preset"]) == ("mqar", "demo")
+    assert (config["model"]["memories"], config["model"]["memory_routing"], config["model"]["layers"]) == (32, "key", 2)
+    assert sorted(p.name for p in (tmp_path / "cache").glob("mqar-*/*.npz")) == ["test.npz", "train.npz", "val.npz"]
+    assert json.loads((run / "summary.json").read_text())["test_positions"] > 0
+
+
 def test_unknown_task_and_preset_list_valid_ones(capsys):
     assert main(["train", "--task", "nope"]) == 2
     assert "valid tasks: listops" in capsys.readouterr().err
-    assert main(["train", "--preset", "huge"]) == 2
+    assert main(["train", "--task", "listops", "--preset", "huge"]) == 2
     assert "valid presets: paper, cpu, demo" in capsys.readouterr().err
+    assert main(["train", "--preset", "huge"]) == 2  # the main job's task, mqar, has no paper preset
+    assert "unknown preset 'huge' for task 'mqar'; valid presets: cpu, demo" in capsys.readouterr().err
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(listops_dir, tmp_path, capsys):

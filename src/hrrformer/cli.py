@@ -10,7 +10,7 @@ from .perf import keep_freed_memory
 
 #: subcommand → (module, one-line help). Each module defines add_arguments(parser) and run(args) -> int.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("hrrformer.train", "train a model on a task (no arguments: the ListOps demo)"),
+    "train": ("hrrformer.train", "train a model on a task (no arguments: the associative-recall demo, mqar)"),
     "eval": ("hrrformer.evaluate", "evaluate a trained run on a data split"),
     "predict": ("hrrformer.predict", "classify files with a trained run (text, binaries)"),
     "explain": ("hrrformer.explain", "attention maps of a trained HRR run, for files or class averages"),

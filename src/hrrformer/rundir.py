@@ -48,7 +48,7 @@ class TrainConfig:
     or the launcher set is an ``hrrformer train`` flag (:mod:`hrrformer.options`); the model's
     options are the fields of :class:`HrrformerConfig`, in ``model``."""
 
-    task: str = option("listops", f"the task, one of: {', '.join(TASKS)}", metavar="TASK")
+    task: str = option("mqar", f"the task, one of: {', '.join(TASKS)}", metavar="TASK")
     preset: str = option("demo", f"the options preset, one of: {', '.join(PRESET_NAMES)}", metavar="NAME")
     data: str | None = option(
         None,

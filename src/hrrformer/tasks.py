@@ -14,10 +14,11 @@ Three presets per task:
   output depends on the padded length: LRA pads ListOps and Text batches to T (``--pad-multiple T``).
 * ``cpu``: sized for a 2-core machine, with a 60-minute training budget (``max_minutes``).
 * ``demo``: a run of at most 5 minutes on that machine (4 minutes of training, then evaluation).
-  ListOps' (the main job, ``hrrformer train`` with no arguments) generates short trees, 20-200 tokens.
+  ListOps' generates short trees, 20-200 tokens.
 
 MQAR (Zoology's multi-query associative recall) has no paper preset: the Hrrformer paper does not
-run it. Its ``cpu`` preset is Zoology's first setting, its ``demo`` Zoology's basic example.
+run it. Its ``cpu`` preset is Zoology's first setting, its ``demo`` Zoology's basic example and the
+main job (``hrrformer train`` with no arguments): a recall that no bag of tokens can answer.
 
 A preset sets some options (the paper's 20 epochs, say); the others keep their defaults, and
 explicit command-line flags override both.
