@@ -9,7 +9,6 @@ import pickle
 import subprocess
 import sys
 import tarfile
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -680,12 +679,10 @@ def test_gzip_bomb_stays_bounded(tmp_path):
             f.write(block)
     assert bomb.stat().st_size < 1 << 20
     tracemalloc.start()
-    start = time.perf_counter()
     data = read_prefix(bomb, 4096)
-    elapsed = time.perf_counter() - start
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert len(data) == 4096 and peak < 4 << 20 and elapsed < 1.0
+    assert len(data) == 4096 and peak < 4 << 20  # bounded by the prefix, not the 32 MiB inflated
 
 
 # --- shared pieces, registry, inspect --------------------------------------------------------

@@ -5,7 +5,6 @@ only, padding invariance, causality, chunked equal to whole, the loss over label
 from __future__ import annotations
 
 import copy
-import time
 
 import pytest
 import torch
@@ -151,7 +150,6 @@ def test_collate_pads_labels_with_the_ignore_index_and_evaluate_counts_positions
 def test_a_toy_task_learns_the_token_two_positions_back():
     """Output x_{t−2} at every position t ≥ 2 (a third of them unlabelled): a causal model whose short
     convolution sees x_{t−2} learns it in a few hundred steps, through the training path's loss."""
-    start = time.perf_counter()
     torch.manual_seed(0)
     config = HrrformerConfig(
         vocab_size=8, num_classes=8, max_len=16, dim=32, heads=2, layers=1, mlp_dim=64, dropout=0.0,
@@ -178,4 +176,3 @@ def test_a_toy_task_learns_the_token_two_positions_back():
         scores = forward_batch(model, batch(256), CPU)
     accuracy = (scores.logits.argmax(-1) == scores.labels).double().mean().item()
     assert accuracy > 0.95, accuracy  # chance: 1/8
-    assert time.perf_counter() - start < 20
