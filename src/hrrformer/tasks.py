@@ -441,7 +441,7 @@ TASKS: dict[str, TaskSpec] = {
                     # a kernel-4 short convolution and the output gate: 96.43 and 82.14 % test at T = 2^14
                     # (seeds 0, 1; 85.71 and 78.57 without them). The same block without attention stays
                     # at chance with this CLS pooling (a CLS token sees no other byte) and reaches 82.14 %
-                    # on both seeds with mean pooling (EXPERIMENTS.md, "Binaries with the layer parts").
+                    # on both seeds with mean pooling (EXPERIMENTS.md, "The layer parts against their ablation").
                     short_conv=4,
                     output_gate=True,
                 )
