@@ -62,7 +62,7 @@ variant_args() {  # variant name → its hrrformer train flags (preset: the pres
       echo "$base" --projection ;;
     *-post|*-nofn|*-cls|*-mean)  # what surrounds the attention: post-norm blocks, no final LayerNorm, CLS or mean pooling
       local base; base="$(variant_args "${1%-*}")" || exit 2
-      case "${1##*-}" in post) echo "$base" --norm post ;; nofn) echo "$base" --no-final-norm ;; cls) echo "$base" --pooling cls ;; mean) echo "$base" --pooling mean ;; esac ;;
+      case "${1##*-}" in post) echo "$base" --norm post ;; nofn) echo "$base" --no-final-norm ;; cls|mean) echo "$base" --pooling "${1##*-}" ;; esac ;;
     *-d[1-9][0-9]|*-d[1-9][0-9][0-9]|*-d[1-9][0-9][0-9][0-9])  # NAME-dD: NAME with heads D wide (HRR: memories of D)
       local base; base="$(variant_args "${1%-d*}")" || exit 2
       echo "$base" --head-dim "${1##*-d}" ;;
