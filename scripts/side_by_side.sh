@@ -14,7 +14,7 @@ train_in_background() {  # group, name, then hrrformer train arguments → runs/
   OMP_NUM_THREADS=1 PYTHONPATH="$snapshot/src" /usr/bin/time -v .venv/bin/python -m hrrformer train \
     --out "runs/$group/$name" --overwrite --no-progress "$@" > "logs/$group-$name.log" 2>&1 &
 }
-variant_args() {  # variant name → its hrrformer train flags (preset: the preset as it is; NAME-scK, NAME-gate, NAME-wg: a short convolution of kernel K, the output gate, the write gate; NAME-nosc: no short convolution; NAME-bf16, NAME-fp32: --amp bf16 or none; hrr: the paper's formula, as paper; NAME-m4: 4 memories; NAME-post, -nofn, -cls, -mean: post-norm, no final norm, CLS or mean pooling; NAME-pi: π on q and k; NAME-hN: N heads; NAME-dD: heads of width D; NAME-sqk: q and k from one projection; NAME-shift: filters started at a token shift; NAME-key: memories routed by the keys; NAME-one: one memory per head)
+variant_args() {  # variant name → its hrrformer train flags (preset: the preset as it is; NAME-scK, NAME-gate, NAME-wg: a short convolution of kernel K, the output gate, the write gate; NAME-nosc: no short convolution; NAME-bf16, NAME-fp32: --amp bf16 or none; hrr: the paper's formula, as paper; NAME-m4: 4 memories; NAME-post, -nofn, -cls, -mean: post-norm, no final norm, CLS or mean pooling; NAME-pi: π on q and k; NAME-hN: N heads; NAME-lN: N encoder blocks; NAME-dD: heads of width D; NAME-sqk: q and k from one projection; NAME-shift: filters started at a token shift; NAME-key: memories routed by the keys; NAME-one: one memory per head)
   case "$1" in
     paper|hrr) echo --attention hrr --hrr-output value --no-length-scale --score-scale none --no-learn-score-scale ;;
     softmax) echo --attention softmax ;;
@@ -66,6 +66,9 @@ variant_args() {  # variant name → its hrrformer train flags (preset: the pres
     *-d[1-9][0-9]|*-d[1-9][0-9][0-9]|*-d[1-9][0-9][0-9][0-9])  # NAME-dD: NAME with heads D wide (HRR: memories of D)
       local base; base="$(variant_args "${1%-d*}")" || exit 2
       echo "$base" --head-dim "${1##*-d}" ;;
+    *-l[1-9])  # NAME-lN: NAME with N encoder blocks (depth)
+      local base; base="$(variant_args "${1%-l*}")" || exit 2
+      echo "$base" --layers "${1##*-l}" ;;
     *-h[1-9]|*-h[1-9][0-9])  # NAME-hN: NAME with N heads
       local base; base="$(variant_args "${1%-h*}")" || exit 2
       echo "$base" --heads "${1##*-h}" ;;
