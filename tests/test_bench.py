@@ -224,6 +224,8 @@ def test_bench_model_is_the_cpu_preset(task):
     assert c.vocab_size == {"listops": 16, "mqar": 8192}.get(task, 257)
     # a preset's HRR-only options are dropped for softmax attention, as hrrformer train does
     assert bench_model_for(task, "softmax").config.hrr_output == "value"
+    if bench.config.pooling == "cls":  # the ablation pools by the mean: CLS pooling needs attention
+        assert bench_model_for(task, "none").config.pooling == "mean"
 
 
 @pytest.mark.parametrize("method", ["hrr", "softmax", "none"])

@@ -109,7 +109,7 @@ CASES = {
     ),
     # the no-attention ablation: one pass per chunk
     "none": dict(attention="none"),
-    "none_parts_cls": dict(attention="none", pooling="cls", short_conv=4, output_gate=True),
+    "none_parts_mean": dict(attention="none", pooling="mean", short_conv=4, output_gate=True),
     "none_causal_parts": dict(attention="none", causal=True, short_conv=3, output_gate=True, attention_bias=True),
 }
 

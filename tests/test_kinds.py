@@ -35,8 +35,14 @@ def test_every_kind_builds_its_layer_with_the_parts(name):
 
 
 def test_the_registry_has_the_three_kinds_and_their_capabilities():
-    table = {k.name: (k.chunkable, k.sequence_parallel, k.position_weights) for k in kinds.KINDS.values()}
-    assert table == {"hrr": (True, True, True), "softmax": (False, False, False), "none": (True, True, False)}
+    table = {
+        k.name: (k.chunkable, k.sequence_parallel, k.position_weights, k.mixes_positions) for k in kinds.KINDS.values()
+    }
+    assert table == {
+        "hrr": (True, True, True, True),
+        "softmax": (False, False, False, True),
+        "none": (True, True, False, False),
+    }
     assert set(kinds.options_of("hrr")) == set(kinds.KIND_OPTIONS)
     assert kinds.untaken_options("softmax") == kinds.untaken_options("none") == kinds.KIND_OPTIONS
     with pytest.raises(ValueError, match="unknown attention 'nope'; known: hrr, softmax, none"):
@@ -113,3 +119,16 @@ def test_no_module_but_the_registry_compares_kind_names():
     }
     assert not offending, offending
     assert _kind_comparisons(ast.parse('if config.attention == "softmax": pass'))  # the check sees one
+
+
+def test_cls_pooling_needs_a_kind_that_mixes_positions():
+    """The CLS token sits at position 0 and the short convolution is causal: without attention its
+    output is the CLS embedding alone, the same for every input, so the config refuses it. With
+    attention, or with mean pooling, the logits depend on the tokens."""
+    with pytest.raises(ValueError, match=r"pooling='cls' needs attention in \('hrr', 'softmax'\).*--pooling mean"):
+        tiny(attention="none", pooling="cls", short_conv=4)
+    tokens = torch.randint(1, 20, (2, 9), generator=torch.Generator().manual_seed(0))
+    for name, pooling in (("hrr", "cls"), ("softmax", "cls"), ("none", "mean")):
+        torch.manual_seed(0)
+        logits = Hrrformer(tiny(attention=name, pooling=pooling, short_conv=4)).eval()(tokens)  # (2, C)
+        assert not torch.allclose(logits[0], logits[1]), (name, pooling)

@@ -403,7 +403,7 @@ SCENARIOS = {
     ),
     "model_none": lambda r, w: _check_model(r, w, pooling="mean", attention="none"),
     "model_none_parts_chunked": lambda r, w: _check_model(
-        r, w, pooling="cls", attention="none", short_conv=4, output_gate=True, chunk_size=2
+        r, w, pooling="mean", attention="none", short_conv=4, output_gate=True, chunk_size=2
     ),
     "model_parts_checkpointed": lambda r, w: _check_model(
         r, w, pooling="mean", causal=True, short_conv=4, output_gate=True, activation_checkpointing=True

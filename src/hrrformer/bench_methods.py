@@ -303,7 +303,8 @@ def bench_model_for(task: str, attention: str = "hrr") -> BenchModel:
     """The model of ``task``'s ``cpu`` preset (an alias of :data:`MODEL_ALIASES`: its preset) with
     ``attention``: the preset's model options, layers included, its batch size and ``max_len``, and
     :data:`DATA_SHAPES`' vocabulary and classes. As ``hrrformer train`` does, a preset's options
-    that ``attention`` does not take (HRR's, for the other kinds) are dropped.
+    that ``attention`` does not take (HRR's, for the other kinds) are dropped, and a kind that mixes
+    no positions (``none``) pools by the mean where the preset pools by CLS (which it refuses).
 
     Raises ValueError for an unknown task.
     """
@@ -315,6 +316,8 @@ def bench_model_for(task: str, attention: str = "hrr") -> BenchModel:
     model = {**pick(HrrformerConfig, options), "vocab_size": data.vocab_size, "num_classes": data.num_classes}
     model["attention"] = attention
     model.update(untaken_options(attention))
+    if model.get("pooling") == "cls" and not KINDS[attention].mixes_positions:
+        model["pooling"] = "mean"
     config = HrrformerConfig(**model)
     return BenchModel(config, options["batch_size"], config.max_len, data.pair)
 

@@ -1,16 +1,21 @@
 """The attention kinds, in one table: each kind's layer and what it can do.
 
-=========  ===================  =========  ==================  ================  ===========================
-kind       layer                chunkable  sequence-parallel   position weights  its own options
-=========  ===================  =========  ==================  ================  ===========================
-hrr        HrrAttention         yes        yes                 yes (w_t)         projection, length_scale,
-                                                                                 score_scale, learn_score_scale,
-                                                                                 hrr_output, memories,
-                                                                                 memory_routing, write_gate,
-                                                                                 shared_qk
-softmax    SoftmaxAttention     no         no                  no (T × T)        —
-none       NoAttention          yes        yes                 no                —
-=========  ===================  =========  ==================  ================  ===========================
+=========  ===================  =========  ==================  ================  ==========  ===========================
+kind       layer                chunkable  sequence-parallel   position weights  mixes pos.  its own options
+=========  ===================  =========  ==================  ================  ==========  ===========================
+hrr        HrrAttention         yes        yes                 yes (w_t)         yes         projection, length_scale,
+                                                                                             score_scale, learn_score_scale,
+                                                                                             hrr_output, memories,
+                                                                                             memory_routing, write_gate,
+                                                                                             shared_qk
+softmax    SoftmaxAttention     no         no                  no (T × T)        yes         —
+none       NoAttention          yes        yes                 no                no          —
+=========  ===================  =========  ==================  ================  ==========  ===========================
+
+"Mixes pos." (``mixes_positions``): an output at position t can depend on every position (in a
+non-causal layer), not only on t and the short convolution's window before it.
+Without it, CLS pooling is refused: the CLS token sits at position 0 and the short convolution is
+causal, so the classifier would see the CLS token alone and every input would get the same logits.
 
 Every kind takes the options of :data:`COMMON_OPTIONS` (bias, causal and the layer parts: short
 convolution and output gate) and ``authors_padding`` where it has a use for it. An option of
@@ -57,6 +62,7 @@ class AttentionKind:
     chunkable: bool
     sequence_parallel: bool
     position_weights: bool
+    mixes_positions: bool = True
     options: Mapping[str, str] = field(default_factory=dict)
     note: str = ""
 
@@ -127,6 +133,7 @@ KINDS: dict[str, AttentionKind] = {
             chunkable=True,
             sequence_parallel=True,
             position_weights=False,
+            mixes_positions=False,
             note="attention 'none' has no attention weights (its output is v_t)",
         ),
     )
@@ -175,6 +182,12 @@ def check_config(config: Any, prefix: str = "HrrformerConfig.") -> None:
             raise ValueError(f"{prefix}{option} needs {_takers(lambda k, o=option: o in k.options)}")
     if getattr(config, "chunk_size", None) is not None and not kind.chunkable:
         raise ValueError(f"{prefix}chunk_size needs {_takers(lambda k: k.chunkable)}: {kind.note}")
+    if getattr(config, "pooling", None) == "cls" and not kind.mixes_positions:
+        raise ValueError(
+            f"{prefix}pooling='cls' needs {_takers(lambda k: k.mixes_positions)}: with attention={kind.name!r} the "
+            "CLS token at position 0 sees no later token (the short convolution is causal), so every input "
+            "gets the same logits; use pooling='mean' (--pooling mean)"
+        )
 
 
 def build_layer(config: Any) -> nn.Module:
