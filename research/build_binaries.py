@@ -34,8 +34,9 @@ file) and in sections placed after the code, never in the ELF header or program 
 
 Sources: the given roots (default: /usr/bin, /usr/sbin, /usr/lib, /usr/libexec and the project's
 .venv/lib), plus with ``--download`` the Debian packages named in RUST_PACKAGES and GO_PACKAGES below,
-fetched with ``apt-get download`` and unpacked with ``dpkg-deb -x`` under OUT/debs/ (cached: a later
-run with ``--download`` reuses them; never installed).
+and with ``--packages-file FILE`` those named in FILE (research/binaries_packages.txt: the larger
+language split), fetched with ``apt-get download`` and unpacked with ``dpkg-deb -x`` under OUT/debs/
+(cached: a later run reuses them; never installed).
 
 Groups and splits: a file's group is the Debian source package that owns it (the dpkg ``*.list`` files
 and ``status``; for downloaded packages their control fields), else the Python distribution whose
@@ -1172,6 +1173,19 @@ def download(packages: Sequence[str], debs: Path, groups: Groups, log=print) -> 
     return debs
 
 
+def read_package_names(path: Path) -> list[str]:
+    """The package names of a list file: whitespace-separated words, ``#`` to the end of a line a comment."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        sys.exit(f"--packages-file {path}: {error}")
+    names = [word for line in text.splitlines() for word in line.split("#", 1)[0].split()]
+    bad = [name for name in names if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", name)]
+    if bad:
+        sys.exit(f"--packages-file {path}: not Debian package names: {' '.join(bad[:5])}")
+    return names
+
+
 def register_downloads(debs: Path, groups: Groups) -> dict:
     """Tell ``groups`` which package (and source package) each unpacked folder under ``debs`` holds."""
     index_path = debs / "index.json"
@@ -1290,6 +1304,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--download", action="store_true", help="also fetch and unpack the Debian packages listed in this script"
     )
+    p.add_argument(
+        "--packages-file",
+        type=Path,
+        help="also fetch and unpack the Debian packages named in this file (whitespace-separated, # comments), "
+        "e.g. research/binaries_packages.txt for the larger language split",
+    )
     p.add_argument("--debs", type=Path, help="cache of downloaded packages (default: OUT/debs)")
     p.add_argument(
         "--roots",
@@ -1316,8 +1336,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     default_roots = LANGUAGE_ROOTS if args.label == "language" else DEFAULT_ROOTS
     roots = [os.path.abspath(r) for r in (args.roots or default_roots) if os.path.isdir(r)]
     extra: dict = {"roots": roots}
-    if args.download:
-        debs = download(sorted(set(RUST_PACKAGES + GO_PACKAGES)), debs, groups, log)
+    packages = [*RUST_PACKAGES, *GO_PACKAGES] if args.download else []
+    if args.packages_file is not None:
+        packages += read_package_names(args.packages_file)
+    if packages:
+        debs = download(sorted(set(packages)), debs, groups, log)
         roots = [str(debs), *roots]
         extra["downloaded packages (see debs/index.json)"] = len(groups.extracted)
     else:  # earlier downloads still get their package groups if --roots names them
