@@ -121,12 +121,15 @@ def test_no_module_but_the_registry_compares_kind_names():
     assert _kind_comparisons(ast.parse('if config.attention == "softmax": pass'))  # the check sees one
 
 
-def test_cls_pooling_needs_a_kind_that_mixes_positions():
-    """The CLS token sits at position 0 and the short convolution is causal: without attention its
-    output is the CLS embedding alone, the same for every input, so the config refuses it. With
-    attention, or with mean pooling, the logits depend on the tokens."""
+def test_cls_pooling_needs_a_kind_that_mixes_positions_and_no_causal_mask():
+    """The CLS token sits at position 0 and the short convolution is causal: without attention, or
+    with causal attention, its output is the CLS embedding alone, the same for every input, so the
+    config refuses it. With non-causal attention, or with mean pooling, the logits depend on the tokens."""
     with pytest.raises(ValueError, match=r"pooling='cls' needs attention in \('hrr', 'softmax'\).*--pooling mean"):
         tiny(attention="none", pooling="cls", short_conv=4)
+    for name in ("hrr", "softmax"):  # a causal layer looks back only: the same blind CLS token
+        with pytest.raises(ValueError, match=r"pooling='cls' needs causal=False: with a causal layer .*--pooling mean"):
+            tiny(attention=name, pooling="cls", causal=True)
     tokens = torch.randint(1, 20, (2, 9), generator=torch.Generator().manual_seed(0))
     for name, pooling in (("hrr", "cls"), ("softmax", "cls"), ("none", "mean")):
         torch.manual_seed(0)

@@ -347,7 +347,7 @@ SCENARIOS = {
         r, w, pooling="mean", causal=True, score_scale=4.0, hrr_output="retrieved", chunk_size=2
     ),
     "model_causal_length_scale_chunked": lambda r, w: _check_model(
-        r, w, pooling="cls", causal=True, length_scale=True, chunk_size=2
+        r, w, pooling="mean", causal=True, length_scale=True, chunk_size=2
     ),
     "model_causal_mean_chunked": lambda r, w: _check_model(r, w, pooling="mean", causal=True, chunk_size=2),
     "model_memories": lambda r, w: _check_model(r, w, pooling="cls", memories=3, hrr_output="retrieved"),

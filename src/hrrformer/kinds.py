@@ -14,8 +14,9 @@ none       NoAttention          yes        yes                 no               
 
 "Mixes pos." (``mixes_positions``): an output at position t can depend on every position (in a
 non-causal layer), not only on t and the short convolution's window before it.
-Without it, CLS pooling is refused: the CLS token sits at position 0 and the short convolution is
-causal, so the classifier would see the CLS token alone and every input would get the same logits.
+CLS pooling needs it, and a non-causal layer: the CLS token sits at position 0 and the short
+convolution is causal, so without attention, or with causal attention, the classifier would see the
+CLS token alone and every input would get the same logits. :func:`check_config` refuses both.
 
 Every kind takes the options of :data:`COMMON_OPTIONS` (bias, causal and the layer parts: short
 convolution and output gate) and ``authors_padding`` where it has a use for it. An option of
@@ -182,11 +183,16 @@ def check_config(config: Any, prefix: str = "HrrformerConfig.") -> None:
             raise ValueError(f"{prefix}{option} needs {_takers(lambda k, o=option: o in k.options)}")
     if getattr(config, "chunk_size", None) is not None and not kind.chunkable:
         raise ValueError(f"{prefix}chunk_size needs {_takers(lambda k: k.chunkable)}: {kind.note}")
-    if getattr(config, "pooling", None) == "cls" and not kind.mixes_positions:
+    if getattr(config, "pooling", None) == "cls":
+        if not kind.mixes_positions:
+            needs, why = _takers(lambda k: k.mixes_positions), f"attention={kind.name!r} and a causal short convolution"
+        elif getattr(config, "causal", False):
+            needs, why = "causal=False", "a causal layer"
+        else:
+            return
         raise ValueError(
-            f"{prefix}pooling='cls' needs {_takers(lambda k: k.mixes_positions)}: with attention={kind.name!r} the "
-            "CLS token at position 0 sees no later token (the short convolution is causal), so every input "
-            "gets the same logits; use pooling='mean' (--pooling mean)"
+            f"{prefix}pooling='cls' needs {needs}: with {why} the CLS token at position 0 sees no later token, "
+            "so every input gets the same logits; use pooling='mean' (--pooling mean)"
         )
 
 
