@@ -183,13 +183,13 @@ def check_config(config: Any, prefix: str = "HrrformerConfig.") -> None:
             raise ValueError(f"{prefix}{option} needs {_takers(lambda k, o=option: o in k.options)}")
     if getattr(config, "chunk_size", None) is not None and not kind.chunkable:
         raise ValueError(f"{prefix}chunk_size needs {_takers(lambda k: k.chunkable)}: {kind.note}")
-    if getattr(config, "pooling", None) == "cls":
-        if not kind.mixes_positions:
-            needs, why = _takers(lambda k: k.mixes_positions), f"attention={kind.name!r} and a causal short convolution"
-        elif getattr(config, "causal", False):
-            needs, why = "causal=False", "a causal layer"
-        else:
-            return
+    blind_cls: tuple[str, str] | None = None  # (what CLS pooling needs, why it is blind without it)
+    if getattr(config, "pooling", None) == "cls" and not kind.mixes_positions:
+        blind_cls = _takers(lambda k: k.mixes_positions), f"attention={kind.name!r} and a causal short convolution"
+    elif getattr(config, "pooling", None) == "cls" and getattr(config, "causal", False):
+        blind_cls = "causal=False", "a causal layer"
+    if blind_cls is not None:
+        needs, why = blind_cls
         raise ValueError(
             f"{prefix}pooling='cls' needs {needs}: with {why} the CLS token at position 0 sees no later token, "
             "so every input gets the same logits; use pooling='mean' (--pooling mean)"
