@@ -14,7 +14,7 @@ train_in_background() {  # group, name, then hrrformer train arguments → runs/
   OMP_NUM_THREADS=1 PYTHONPATH="$snapshot/src" /usr/bin/time -v .venv/bin/python -m hrrformer train \
     --out "runs/$group/$name" --overwrite --no-progress "$@" > "logs/$group-$name.log" 2>&1 &
 }
-variant_args() {  # variant name → its hrrformer train flags (preset: the preset as it is; NAME-scK, NAME-gate, NAME-wg: a short convolution of kernel K, the output gate, the write gate; NAME-nosc: no short convolution; NAME-bf16, NAME-fp32: --amp bf16 or none; hrr: the paper's formula, as paper; NAME-m4: 4 memories; NAME-post, -nofn, -cls, -mean: post-norm, no final norm, CLS or mean pooling; NAME-pi: π on q and k; NAME-hN: N heads; NAME-lN: N encoder blocks; NAME-dD: heads of width D; NAME-sqk: q and k from one projection; NAME-shift: filters started at a token shift; NAME-key: memories routed by the keys; NAME-one: one memory per head)
+variant_args() {  # variant name → its hrrformer train flags (preset: the preset as it is; NAME-scK, NAME-gate, NAME-skip, NAME-wg: a short convolution of kernel K, the output gate, the value skip, the write gate; NAME-nosc: no short convolution; NAME-bf16, NAME-fp32: --amp bf16 or none; hrr: the paper's formula, as paper; NAME-m4: 4 memories; NAME-post, -nofn, -cls, -mean: post-norm, no final norm, CLS or mean pooling; NAME-pi: π on q and k; NAME-hN: N heads; NAME-lN: N encoder blocks; NAME-dD: heads of width D; NAME-sqk: q and k from one projection; NAME-shift: filters started at a token shift; NAME-key: memories routed by the keys; NAME-one: one memory per head)
   case "$1" in
     paper|hrr) echo --attention hrr --hrr-output value --no-length-scale --score-scale none --no-learn-score-scale ;;
     softmax) echo --attention softmax ;;
@@ -36,6 +36,9 @@ variant_args() {  # variant name → its hrrformer train flags (preset: the pres
     *-gate)  # NAME-gate: NAME with the output gate
       local base; base="$(variant_args "${1%-gate}")" || exit 2
       echo "$base" --output-gate ;;
+    *-skip)  # NAME-skip: NAME with the value skip (o + D ⊙ v_t: the attention added to the block without it)
+      local base; base="$(variant_args "${1%-skip}")" || exit 2
+      echo "$base" --value-skip ;;
     *-wg)  # NAME-wg: NAME with the HRR write gate (k_t scaled by a learned sigmoid per position and head)
       local base; base="$(variant_args "${1%-wg}")" || exit 2
       echo "$base" --write-gate ;;

@@ -107,6 +107,12 @@ CASES = {
     "wide_heads_causal_recall": dict(
         pooling="mean", causal=True, head_dim=24, short_conv=4, output_gate=True, hrr_output="recall", write_gate=True
     ),
+    # the value skip: o + D ⊙ v_t, with v_t the chunk's own (the value output's, the retrieved output's)
+    "value_skip_parts_mean": dict(pooling="mean", short_conv=4, output_gate=True, value_skip=True),
+    "value_skip_causal_retrieved_mean": dict(
+        pooling="mean", causal=True, short_conv=3, output_gate=True, hrr_output="retrieved", value_skip=True
+    ),
+    "value_skip_recall_write_gate_cls": dict(pooling="cls", hrr_output="recall", write_gate=True, value_skip=True),
     # the no-attention ablation: one pass per chunk
     "none": dict(attention="none"),
     "none_parts_mean": dict(attention="none", pooling="mean", short_conv=4, output_gate=True),

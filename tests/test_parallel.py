@@ -413,6 +413,12 @@ SCENARIOS = {
     "positions_chunked_variants": lambda r, w: _check_positions(
         r, w, short_conv=3, output_gate=True, hrr_output="retrieved", chunk_size=2
     ),
+    "model_value_skip_retrieved_chunked": lambda r, w: _check_model(
+        r, w, pooling="mean", short_conv=4, output_gate=True, hrr_output="retrieved", value_skip=True, chunk_size=2
+    ),
+    "positions_causal_value_skip": lambda r, w: _check_positions(
+        r, w, causal=True, short_conv=4, output_gate=True, hrr_output="retrieved", value_skip=True
+    ),
     "positions_on_one_rank_only": lambda r, w: _check_positions(r, w, first_chunk_only=True, causal=True),
     "halo": _halo,
     "mean_pool": _mean_pool,

@@ -21,7 +21,11 @@ PARTS = {
     "output_gate": dict(output_gate=True),
     "both": dict(short_conv=4, output_gate=True),
     "wide_heads_both": dict(head_dim=7, short_conv=3, output_gate=True),  # h·d = 21 ≠ E = 12
+    "value_skip": dict(value_skip=True),
+    "all_three": dict(short_conv=4, output_gate=True, value_skip=True),
 }
+#: (kind, part) pairs a layer takes: the value skip only where the attention mixes positions.
+TAKEN = [(cls, part) for cls in KINDS for part in PARTS if cls.mixes_positions or not PARTS[part].get("value_skip")]
 
 
 # ----------------------------------------------------------------------------- plain references
@@ -67,7 +71,10 @@ def layer_reference(layer: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor 
     heads = [
         u[..., i * width : (i + 1) * width].reshape(b, t, h, d).transpose(1, 2) for i in range(len(layer.projected))
     ]
-    o = kernel_reference(layer, heads, mask).transpose(1, 2)  # (B, T, h, d)
+    o = kernel_reference(layer, heads, mask)  # (B, h, T, d)
+    if layer.skip is not None:
+        o = o + layer.skip.weight[:, None, :] * heads[-1]  # + D ⊙ v_t
+    o = o.transpose(1, 2)  # (B, T, h, d)
     o = o.reshape(b, t, width) if layer.gate is None else gate_reference(o, x, layer.gate)
     return F.linear(o, layer.out_proj.weight, layer.out_proj.bias)
 
@@ -92,8 +99,7 @@ def inputs(b: int = 3, t: int = 10, e: int = 12, seed: int = 0) -> tuple[torch.T
 # ----------------------------------------------------------------------------- the parts against references
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("parts", list(PARTS))
-@pytest.mark.parametrize("cls", KINDS)
+@pytest.mark.parametrize(("cls", "parts"), TAKEN)
 def test_layer_with_parts_equals_the_plain_reference_in_value_and_gradient(cls, parts, causal, bias):
     layer = make(cls, PARTS[parts], causal, bias)
     x, mask = inputs()
@@ -161,8 +167,7 @@ def test_the_convolution_runs_in_float32_under_autocast_and_returns_gradients_in
     assert torch.allclose(weight.grad.double(), w64.grad, rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("parts", list(PARTS))
-@pytest.mark.parametrize("cls", KINDS)
+@pytest.mark.parametrize(("cls", "parts"), TAKEN)
 def test_gradcheck_of_the_layer_with_each_part(cls, parts):
     layer = make(cls, PARTS[parts], causal=cls is SoftmaxAttention, bias=True, dim=4, heads=2)
     x, mask = inputs(2, 5, 4, seed=3)
@@ -177,9 +182,9 @@ def test_gradcheck_of_the_layer_with_each_part(cls, parts):
 
 # ----------------------------------------------------------------------------- padding and causality
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("cls", KINDS)
-def test_left_or_right_padding_changes_no_real_output(cls, causal):
-    layer = make(cls, PARTS["both"], causal, bias=True)
+@pytest.mark.parametrize(("cls", "parts"), [(cls, part) for cls, part in TAKEN if part in ("both", "all_three")])
+def test_left_or_right_padding_changes_no_real_output(cls, parts, causal):
+    layer = make(cls, PARTS[parts], causal, bias=True)
     x, _ = inputs(2, 9)
     noise = torch.randn(2, 5, 12, dtype=torch.float64) * 100
     want = layer(x)
@@ -190,12 +195,14 @@ def test_left_or_right_padding_changes_no_real_output(cls, causal):
     torch.testing.assert_close(right, want, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("attention", ["hrr", "softmax", "none"])
-def test_a_causal_model_with_the_parts_stays_prefix_exact(attention):
+@pytest.mark.parametrize(
+    ("attention", "value_skip"), [("hrr", False), ("softmax", False), ("none", False), ("hrr", True), ("softmax", True)]
+)
+def test_a_causal_model_with_the_parts_stays_prefix_exact(attention, value_skip):
     """Changing the future changes no past output: the convolution looks back only."""
     config = HrrformerConfig(
         vocab_size=20, max_len=32, dim=12, heads=3, dropout=0.0, causal=True, attention=attention, short_conv=4,
-        output_gate=True,
+        output_gate=True, value_skip=value_skip,
     )  # fmt: skip
     torch.manual_seed(0)
     model = Hrrformer(config).double()
@@ -304,6 +311,34 @@ def test_parts_are_checked_and_counted():
     assert layer.short_conv.weight.shape == (24, 1, 4) and layer.halo_size == 3
     assert layer.gate.proj.weight.shape == (8, 8) and layer.gate.weight.shape == (4,)
     assert NoAttention(8, 2, short_conv=4).short_conv.weight.shape == (8, 1, 4)  # v's channels only
+
+
+@pytest.mark.parametrize("cls", [HrrAttention, SoftmaxAttention])
+def test_the_value_skip_adds_the_attention_to_the_block_without_it(cls):
+    """With its attention's output zeroed, a layer with the value skip (D = 1 at first) is the
+    no-attention layer of the same v projection, convolution, gate and output projection."""
+    layer, ablation = make(cls, PARTS["all_three"], bias=True), make(NoAttention, PARTS["both"], bias=True)
+    e = layer.inner_dim
+    with torch.no_grad():
+        ablation.qkv_proj.weight.copy_(layer.qkv_proj.weight[2 * e :])
+        ablation.qkv_proj.bias.copy_(layer.qkv_proj.bias[2 * e :])
+        ablation.short_conv.weight.copy_(layer.short_conv.weight[2 * e :])
+        ablation.gate.load_state_dict(layer.gate.state_dict())
+        ablation.out_proj.load_state_dict(layer.out_proj.state_dict())
+    x, mask = inputs()
+    layer.attend = lambda q, k, v, *rest: torch.zeros_like(v)  # the attention's own term removed
+    torch.testing.assert_close(layer(x, mask)[~mask], ablation(x, mask)[~mask], rtol=0, atol=1e-12)
+    assert torch.equal(layer.skip.weight, torch.ones(3, 4, dtype=torch.float64))
+
+
+def test_the_value_skip_is_refused_where_the_output_is_already_v():
+    with pytest.raises(ValueError, match="NoAttention outputs v_t itself"):
+        NoAttention(8, 2, value_skip=True)
+    with pytest.raises(ValueError, match=r"value_skip needs attention in \('hrr', 'softmax'\)"):
+        HrrformerConfig(attention="none", value_skip=True)
+    assert {n for n, _ in HrrAttention(8, 2, value_skip=True).named_parameters()} == {
+        "qkv_proj.weight", "out_proj.weight", "skip.weight"
+    }  # fmt: skip
 
 
 def test_head_dim_sets_each_heads_width_apart_from_the_model_width():

@@ -37,6 +37,7 @@ from .parts import (
     Halo,
     OutputGate,
     ShortConvolution,
+    ValueSkip,
     check_short_conv_init,
     contiguous_as,
     halos,
@@ -94,8 +95,10 @@ class _MultiHeadAttention(nn.Module):
                     ─attend─► o (B, h, T, d) ─merge─► [gate] ─► dropout ─► out_proj ─► (B, T, E)
 
     ``short_conv=K``: a depthwise causal convolution of kernel K on the projections, then SiLU;
-    ``output_gate=True``: o ← RMSNorm_d(o) ⊙ SiLU(x W_g) before the output projection
-    (:mod:`hrrformer.parts`). None and False (defaults): neither, the paper's layer.
+    ``output_gate=True``: o ← RMSNorm_d(o) ⊙ SiLU(x W_g) before the output projection;
+    ``value_skip=True``: o ← o + D ⊙ v_t first, the attention added to the block without it (kinds
+    that mix positions only) (:mod:`hrrformer.parts`). None and False (defaults): none of them, the
+    paper's layer.
     ``head_dim=d``: each head's width, so the projections map E → h·d and the output projection
     h·d → E (None, the default: d = E / h, ``nn.MultiheadAttention``'s). For HRR it is the
     memory's size: n pairs superposed in d dimensions unbind with crosstalk ~√(n/d).
@@ -125,6 +128,7 @@ class _MultiHeadAttention(nn.Module):
         head_dim: int | None = None,
         shared_qk: bool = False,
         short_conv_init: ConvInit = "random",
+        value_skip: bool = False,
     ) -> None:
         super().__init__()
         if embed_dim <= 0 or num_heads <= 0:
@@ -146,6 +150,9 @@ class _MultiHeadAttention(nn.Module):
             None if short_conv is None else ShortConvolution(width, short_conv, self._conv_delays(short_conv_init))
         )
         self.gate = OutputGate(embed_dim, num_heads, self.head_dim) if output_gate else None
+        if value_skip and not self.mixes_positions:
+            raise ValueError(f"value_skip adds v_t to an attention's output; {type(self).__name__} outputs v_t itself")
+        self.skip = ValueSkip(num_heads, self.head_dim) if value_skip else None
         self.out_proj = nn.Linear(self.inner_dim, embed_dim, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
@@ -282,8 +289,13 @@ class _MultiHeadAttention(nn.Module):
         halo: Halo | None,
     ) -> torch.Tensor:
         """The layer on x (B, T, E), a piece of the sequence whose K − 1 positions before it are ``halo``."""
-        y = self.attend(*self.heads(x, None, key_padding_mask, halo), key_padding_mask, reduction)  # (B, h, T, d)
-        return self.project_out(y, x)
+        heads = self.heads(x, None, key_padding_mask, halo)  # v last
+        y = self.attend(*heads, key_padding_mask, reduction)  # (B, h, T, d)
+        return self.project_out(self.skipped(y, heads[-1]), x)
+
+    def skipped(self, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The attention's output y (B, h, T, d) plus D ⊙ v (``value_skip``; y itself without it)."""
+        return y if self.skip is None else self.skip(y, v)
 
     def attend(self, *heads: torch.Tensor) -> torch.Tensor:
         """The kernel: the heads of ``projected`` (B, h, T, d) each, key_padding_mask, reduction → (B, h, T, d)."""
@@ -335,8 +347,9 @@ class HrrAttention(_MultiHeadAttention):
     that are equal then route alike, so the weight with which q_t reads the pair written at s,
     r_t^q · r_s^k, is ~1 for its own key and ~1/m for another: the write is selected by the match,
     as softmax's is, and a query reads ~n/m of n writes (``research/hrr_capacity.py --memories``).
-    ``short_conv=K``, ``output_gate=True``: the layer parts of :mod:`hrrformer.parts` (a causal
-    convolution of q, k and v; a gated RMSNorm of the output); off by default. ``head_dim=d``: the
+    ``short_conv=K``, ``output_gate=True``, ``value_skip=True``: the layer parts of
+    :mod:`hrrformer.parts` (a causal convolution of q, k and v; a gated RMSNorm of the output; the
+    position's own value added to the output, o + D ⊙ v_t); off by default. ``head_dim=d``: the
     size of each head's memory β, independent of E (default E / h); the cost grows as O(T·d log d).
     ``shared_qk=True``: W_q = W_k. With ``projection`` and a short convolution, q_t and k_s are then
     the same function of their windows but for the convolution's filters: when q's filter reads
@@ -369,10 +382,12 @@ class HrrAttention(_MultiHeadAttention):
         shared_qk: bool = False,
         short_conv_init: ConvInit = "random",
         routing: Routing = "input",
+        value_skip: bool = False,
     ) -> None:
         super().__init__(
-            embed_dim, num_heads, bias, dropout, causal, short_conv, output_gate, head_dim, shared_qk, short_conv_init
-        )
+            embed_dim, num_heads, bias, dropout, causal, short_conv, output_gate, head_dim, shared_qk, short_conv_init,
+            value_skip,
+        )  # fmt: skip
         if memories < 1:
             raise ValueError(f"memories must be ≥ 1, got {memories}")
         if routing not in ROUTINGS:

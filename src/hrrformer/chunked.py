@@ -118,16 +118,18 @@ class _Passes:
     ) -> torch.Tensor:
         """Pass 3: the attention output (w_t v_t, the retrieved w_t ‖v_t‖ v̂_t/‖v̂_t‖, or the recall
         output m_t √d v̂_t/‖v̂_t‖, for which ``weights`` is the keep weights m (B, 1, T_c) or None),
-        the gate and output projection (:meth:`HrrAttention.project_out`) and the rest of the block."""
+        plus D ⊙ v_t (``value_skip``), the gate and output projection (:meth:`HrrAttention.project_out`) and the rest of the block."""
         x_in, halo_in = self._inputs(x, halo)
         output = self.attn.output
         if output == "value":
             [v] = self._heads(x_in, "v", mask, halo_in)  # (B, h, T_c, d)
+            read = v
         else:
             q, k, v = self._unbinding_heads(x_in, mask, halo_in)
             spectra = unbinding(q, k, v, keep, beta, common, self.causal, self.exponent, COSINE_EPS)
-            v = recalled_values(spectra, weights) if output == "recall" else retrieved_values(spectra)
-        y = v if output == "recall" else weights[..., None] * v  # (B, h, T_c, d)
+            read = recalled_values(spectra, weights) if output == "recall" else retrieved_values(spectra)
+        y = read if output == "recall" else weights[..., None] * read  # (B, h, T_c, d)
+        y = self.attn.skipped(y, v)  # + D ⊙ v_t (value_skip)
         return self.block.after_attention(x, self.attn.project_out(y.to(x.dtype), x_in))
 
     def local(self, x: torch.Tensor, mask: Mask, halo: Halo | None) -> torch.Tensor:

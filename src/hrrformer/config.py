@@ -119,6 +119,11 @@ class HrrformerConfig:
     output_gate: bool = option(
         False, "gate the attention's output: RMSNorm over each head's channels times SiLU(x W_g), before o_proj"
     )
+    value_skip: bool = option(
+        False,
+        "add each position's own value to the attention's output, o_t + D ⊙ v_t (D learned per head and "
+        "channel, ones at first; Mamba's D): the block without attention plus the attention (hrr, softmax)",
+    )
     head_dim: int | None = option(
         None,
         "each head's width d, the projections E → heads·d (hrr: the size of each memory β; n pairs "

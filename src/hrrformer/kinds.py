@@ -19,7 +19,8 @@ convolution is causal, so without attention, or with causal attention, the class
 CLS token alone and every input would get the same logits. :func:`check_config` refuses both.
 
 Every kind takes the options of :data:`COMMON_OPTIONS` (bias, causal and the layer parts: short
-convolution and output gate) and ``authors_padding`` where it has a use for it. An option of
+convolution, output gate and value skip, the last only where it mixes positions) and
+``authors_padding`` where it has a use for it. An option of
 :data:`KIND_OPTIONS` that a kind does not take must keep its neutral value there (the paper's
 formula), and :func:`check_config` says which kinds take it. Nothing else in the package compares
 kind names: adding a kind is its layer class, its entry here and nothing more; adding a layer part
@@ -75,6 +76,7 @@ COMMON_OPTIONS: dict[str, str] = {
     "short_conv": "short_conv",
     "short_conv_init": "short_conv_init",
     "output_gate": "output_gate",
+    "value_skip": "value_skip",
     "head_dim": "head_dim",
 }
 
@@ -181,6 +183,9 @@ def check_config(config: Any, prefix: str = "HrrformerConfig.") -> None:
     for option, neutral in untaken_options(kind.name).items():
         if getattr(config, option) != neutral:
             raise ValueError(f"{prefix}{option} needs {_takers(lambda k, o=option: o in k.options)}")
+    if getattr(config, "value_skip", False) and not kind.mixes_positions:
+        needs = _takers(lambda k: k.mixes_positions)
+        raise ValueError(f"{prefix}value_skip needs {needs}: attention={kind.name!r} outputs v_t itself")
     if getattr(config, "chunk_size", None) is not None and not kind.chunkable:
         raise ValueError(f"{prefix}chunk_size needs {_takers(lambda k: k.chunkable)}: {kind.note}")
     blind_cls: tuple[str, str] | None = None  # (what CLS pooling needs, why it is blind without it)

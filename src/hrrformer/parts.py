@@ -1,4 +1,5 @@
-"""Layer parts around an attention kernel: a short causal convolution of q, k and v, and an output gate.
+"""Layer parts around an attention kernel: a short causal convolution of q, k and v, an output gate,
+and a value skip.
 
 Both after flash-linear-attention, whose layers run projections → short convolution → SiLU → the
 op → gated RMSNorm → output projection (``fla/modules/conv/short_conv.py``,
@@ -25,6 +26,17 @@ in bf16 it is ~2.5× slower on this CPU) with a hand-written backward, and one S
 mean square at T = 2,000 is ~1e-7, so ε = 1e-5 would scale it by ~1/√ε instead of normalising it;
 1e-10 normalises outputs down to an RMS of ~1e-5 (T ~ 10⁵ for unit values). It runs on the merged heads, before the output
 projection.
+
+**Value skip**, per position t and head, o (d,) the attention's output and v_t (d,) the position's own
+value (after the short convolution)::
+
+    o ← o + D ⊙ v_t       D (h, d) learned, ones at first
+
+(Mamba's and Hyena's D term.) The attention's output then adds to what the block without attention
+(``NoAttention``, whose output is v_t) computes, instead of replacing it: the retrieved output
+keeps only ‖v_t‖ of the position's own value, and the convolution's features of the neighbours
+reach the residual only through v. It runs before the output gate. Only for kinds that mix
+positions: without attention it would be v_t + D ⊙ v_t, a rescaled v.
 """
 
 from __future__ import annotations
@@ -47,6 +59,7 @@ __all__ = [
     "Halo",
     "OutputGate",
     "ShortConvolution",
+    "ValueSkip",
     "causal_depthwise_conv",
     "check_short_conv_init",
     "contiguous_as",
@@ -298,3 +311,15 @@ class OutputGate(nn.Module):
         o = contiguous_as(o, hrr.compute_dtype(o.dtype))
         normed = F.rms_norm(o, (self.head_dim,), self.weight.to(o.dtype), self.eps)  # (B, T, h, d)
         return (normed * F.silu(z)).view(b, t, self.num_heads * self.head_dim)
+
+
+class ValueSkip(nn.Module):
+    """o ← o + D ⊙ v (see the module docstring): ``weight`` D (h, d), ones at first."""
+
+    def __init__(self, num_heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_heads, head_dim))
+
+    def forward(self, o: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """o, v (B, h, T, d) → o + D ⊙ v (B, h, T, d), in o's dtype."""
+        return o + self.weight[:, None, :].to(o.dtype) * v.to(o.dtype)
