@@ -118,7 +118,8 @@ class _Passes:
     ) -> torch.Tensor:
         """Pass 3: the attention output (w_t v_t, the retrieved w_t ‖v_t‖ v̂_t/‖v̂_t‖, or the recall
         output m_t √d v̂_t/‖v̂_t‖, for which ``weights`` is the keep weights m (B, 1, T_c) or None),
-        plus D ⊙ v_t (``value_skip``), the gate and output projection (:meth:`HrrAttention.project_out`) and the rest of the block."""
+        plus D ⊙ v_t (``value_skip``), the gate and output projection (:meth:`HrrAttention.project_out`)
+        and the rest of the block."""
         x_in, halo_in = self._inputs(x, halo)
         output = self.attn.output
         if output == "value":
